@@ -56,3 +56,21 @@ def tiny_model_dir(tiny_model, tiny_tokenizer, tmp_path):
     tiny_model.save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tiny_tokenizer, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tokdir")
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def news_dir(tmp_path_factory):
+    """Generated demo data: train 64, validation 8, test 8 rows."""
+    from asymprune import data
+
+    out = tmp_path_factory.mktemp("news")
+    data.main(["--kind", "generated", "--num-samples", "train=64", "--num-samples",
+               "validation=8", "--num-samples", "test=8", "--output-dir", str(out)])
+    return out

@@ -1,0 +1,283 @@
+"""Fine-tune a T5 model on a summarization split with the transformers Seq2SeqTrainer.
+
+One entry point for the teacher (``--model`` = hub id or folder, or ``--init-config`` +
+``--tokenizer`` to train the demo model from scratch) and for re-fine-tuning after pruning.
+
+Paper defaults (Campos & Zhai, Table 12): effective batch 64 via gradient accumulation,
+lr 1e-4 constant, weight decay 0.01, 3 epochs.
+  effective batch = per-device batch x accumulation x devices, e.g. 8 x 8 x 1 = 64 or 8 x 2 x 4 = 64.
+
+Long jobs are resumable: checkpoints go to ``--checkpoint-dir`` (never a Snakemake output, so
+never deleted by a rerun) and a rerun resumes from the newest one (model, optimizer,
+scheduler, RNG and data position, all restored by the Trainer). SIGTERM (what SLURM sends
+before a pre-emption kill) writes a checkpoint and exits 143. A non-finite loss stops the job
+naming the step. ``--batch-divisor`` (Snakemake passes the retry attempt after an OOM) halves
+the per-device batch and doubles accumulation, keeping the effective batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import torch
+from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments,
+                          T5Config, T5ForConditionalGeneration, TrainerCallback)
+from transformers.trainer_utils import get_last_checkpoint
+
+from asymprune.artifacts import atomic_dir
+from asymprune.modeling import count_parameters, load_model, load_tokenizer
+from asymprune.provenance import make_sidecar, read_json, write_json
+
+log = logging.getLogger("asymprune.finetune")
+
+EXIT_PREEMPTED = 143  # 128 + SIGTERM(15): the shell's code for "terminated"
+
+# Arguments that change what is trained. A checkpoint written under other values is stale
+# and must not be resumed (paths and the OOM batch divisor do not change the result).
+FINGERPRINT_EXCLUDE = {"output", "checkpoint_dir", "batch_divisor", "save_steps",
+                       "logging_steps", "device"}
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+class GuardedTrainer(Seq2SeqTrainer):
+    """Stops at the first NaN/inf loss, naming the optimizer step it happened in."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLoss(f"non-finite training loss ({loss.item()}) at optimizer step "
+                                f"{self.state.global_step + 1}; lower the learning rate or "
+                                f"use fp32/bf16 instead of fp16")
+        return loss
+
+
+class PreemptionCheckpoint(TrainerCallback):
+    """On SIGTERM, save a checkpoint at the end of the current step and stop training."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        log.warning("SIGTERM received: writing a checkpoint after this step, then exiting")
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m asymprune.finetune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="hub id or local folder to start from")
+    m.add_argument("--init-config",
+                   help="T5Config fields as inline JSON or a .json file: train from scratch "
+                        "(needs --tokenizer)")
+    m.add_argument("--tokenizer", help="tokenizer folder/id (default: the --model's)")
+    d = p.add_argument_group("data")
+    d.add_argument("--train-file", required=True, type=Path, help="train.jsonl (id, source, target)")
+    d.add_argument("--validation-file", type=Path, help="validation.jsonl for a final eval loss")
+    d.add_argument("--max-source-length", type=int, default=1024)
+    d.add_argument("--max-target-length", type=int, default=256)
+    d.add_argument("--max-train-samples", type=int, default=None)
+    d.add_argument("--max-eval-samples", type=int, default=1000)
+    t = p.add_argument_group("optimisation (paper defaults)")
+    t.add_argument("--epochs", type=float, default=3.0)
+    t.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
+    t.add_argument("--learning-rate", type=float, default=1e-4)
+    t.add_argument("--lr-scheduler", default="constant",
+                   help="transformers scheduler name: constant, linear, cosine, ...")
+    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--effective-batch-size", type=int, default=64)
+    t.add_argument("--per-device-batch-size", type=int, default=8)
+    t.add_argument("--batch-divisor", type=int, default=1,
+                   help="divide the per-device batch by this and multiply accumulation by it "
+                        "(OOM retries); the effective batch is unchanged")
+    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--output", required=True, type=Path, help="final model folder")
+    o.add_argument("--checkpoint-dir", required=True, type=Path,
+                   help="resumable checkpoints (kept across reruns)")
+    o.add_argument("--save-steps", type=int, default=500)
+    o.add_argument("--logging-steps", type=int, default=50)
+    return p
+
+
+def batch_plan(effective: int, per_device: int, divisor: int, world_size: int) -> tuple[int, int]:
+    """(per-device batch, accumulation steps) giving exactly ``effective`` samples per step."""
+    if divisor < 1 or per_device % divisor:
+        raise ValueError(f"--per-device-batch-size {per_device} is not divisible by "
+                         f"--batch-divisor {divisor}")
+    per_device //= divisor
+    per_step = per_device * world_size
+    if effective % per_step:
+        raise ValueError(f"effective batch {effective} is not a multiple of per-device batch "
+                         f"{per_device} x {world_size} device(s) = {per_step}")
+    return per_device, effective // per_step
+
+
+def checkpoint_fingerprint(args: argparse.Namespace) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
+            if k not in FINGERPRINT_EXCLUDE}
+
+
+def prepare_checkpoint_dir(ckpt: Path, fingerprint: dict) -> str | None:
+    """Newest resumable checkpoint, after discarding checkpoints of other settings."""
+    ckpt.mkdir(parents=True, exist_ok=True)
+    fp_file = ckpt / "fingerprint.json"
+    if fp_file.exists() and read_json(fp_file) != fingerprint:
+        log.warning("checkpoints in %s were written with other settings; starting over", ckpt)
+        for child in ckpt.glob("checkpoint-*"):
+            shutil.rmtree(child)
+    write_json(fp_file, fingerprint)
+    last = get_last_checkpoint(str(ckpt))
+    if last:
+        log.info("resuming from %s", last)
+    return last
+
+
+def build_model(args, tokenizer) -> T5ForConditionalGeneration:
+    if args.init_config:
+        text = args.init_config.strip()
+        fields = json.loads(text if text.startswith("{") else Path(text).read_text())
+        config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                          eos_token_id=tokenizer.eos_token_id,
+                          decoder_start_token_id=tokenizer.pad_token_id, **fields)
+        torch.manual_seed(args.seed)
+        return T5ForConditionalGeneration(config)
+    return load_model(args.model)
+
+
+def tokenized(path: Path, tokenizer, args, limit: int | None):
+    import datasets
+
+    ds = datasets.load_dataset("json", data_files={"data": str(path)}, split="data")
+    if len(ds) == 0:
+        raise ValueError(f"{path} has no examples")
+    if limit:
+        ds = ds.select(range(min(limit, len(ds))))
+
+    def encode(batch):
+        enc = tokenizer(batch["source"], max_length=args.max_source_length, truncation=True)
+        enc["labels"] = tokenizer(text_target=batch["target"], max_length=args.max_target_length,
+                                  truncation=True)["input_ids"]
+        return enc
+
+    return ds.map(encode, batched=True, remove_columns=ds.column_names,
+                  desc=f"tokenizing {path.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if bool(args.model) == bool(args.init_config):
+        raise ValueError("give exactly one of --model (hub id or folder) or --init-config")
+    if args.init_config and not args.tokenizer:
+        raise ValueError("--init-config (training from scratch) needs --tokenizer")
+    if args.learning_rate <= 0:
+        raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
+    use_cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda given but torch sees no CUDA device")
+    if args.precision == "fp16" and not use_cuda:
+        raise ValueError("--precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+
+    t0 = time.time()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    per_device, accum = batch_plan(args.effective_batch_size, args.per_device_batch_size,
+                                   args.batch_divisor, world_size)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    model = build_model(args, tokenizer)
+    train_ds = tokenized(args.train_file, tokenizer, args, args.max_train_samples)
+    eval_ds = (tokenized(args.validation_file, tokenizer, args, args.max_eval_samples)
+               if args.validation_file else None)
+    resume = prepare_checkpoint_dir(args.checkpoint_dir, checkpoint_fingerprint(args))
+
+    targs = Seq2SeqTrainingArguments(
+        output_dir=str(args.checkpoint_dir),
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=per_device,
+        gradient_accumulation_steps=accum,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type=args.lr_scheduler,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        bf16=args.precision == "bf16",
+        fp16=args.precision == "fp16",
+        use_cpu=not use_cuda,
+        seed=args.seed,
+        data_seed=args.seed,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        logging_steps=args.logging_steps,
+        logging_first_step=True,
+        eval_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    preemption = PreemptionCheckpoint()
+    trainer = GuardedTrainer(
+        model=model, args=targs, train_dataset=train_ds, processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100,
+                                             pad_to_multiple_of=8 if use_cuda else None),
+        callbacks=[preemption])
+    result = trainer.train(resume_from_checkpoint=resume)
+    if preemption.requested:
+        log.warning("stopped by SIGTERM at step %d; checkpoint saved in %s; rerun to resume",
+                    trainer.state.global_step, args.checkpoint_dir)
+        return EXIT_PREEMPTED
+    metrics = {"train_loss": result.training_loss, "global_step": trainer.state.global_step}
+    if eval_ds is not None:
+        eval_loss = trainer.evaluate(eval_dataset=eval_ds)["eval_loss"]
+        if not math.isfinite(eval_loss):
+            raise NonFiniteLoss(f"validation loss is {eval_loss} after training")
+        metrics["eval_loss"] = eval_loss
+    if not trainer.is_world_process_zero():
+        return 0
+    parent = None
+    if args.model and (Path(args.model) / "sidecar.json").exists():
+        parent = read_json(Path(args.model) / "sidecar.json")
+    with atomic_dir(args.output) as tmp:
+        trainer.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "sidecar.json", make_sidecar(
+            "finetune", vars(args),
+            samples={"train": len(train_ds), "validation": len(eval_ds) if eval_ds else 0},
+            wall_time_s=time.time() - t0,
+            resumed_from=resume,
+            batch={"effective": args.effective_batch_size, "per_device": per_device,
+                   "accumulation": accum, "world_size": world_size,
+                   "batch_divisor": args.batch_divisor},
+            metrics=metrics,
+            parameters=count_parameters(trainer.model),
+            config={"num_layers": model.config.num_layers,
+                    "num_decoder_layers": model.config.num_decoder_layers,
+                    "d_model": model.config.d_model},
+            parent=parent))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from asymprune import finetune
+from asymprune.modeling import load_model
+
+TINY = json.dumps({"d_model": 32, "d_ff": 48, "d_kv": 8, "num_heads": 4, "num_layers": 2,
+                   "num_decoder_layers": 2, "feed_forward_proj": "gated-gelu",
+                   "dropout_rate": 0.0, "relative_attention_num_buckets": 8})
+
+
+def argv(news_dir, tok_dir, out, ckpt, *extra):
+    return ["--init-config", TINY, "--tokenizer", str(tok_dir),
+            "--train-file", str(news_dir / "train.jsonl"),
+            "--validation-file", str(news_dir / "validation.jsonl"),
+            "--effective-batch-size", "16", "--per-device-batch-size", "8",
+            "--learning-rate", "1e-3", "--max-source-length", "64", "--max-target-length", "24",
+            "--logging-steps", "1", "--output", str(out), "--checkpoint-dir", str(ckpt), *extra]
+
+
+def test_batch_plan_keeps_the_effective_batch():
+    assert finetune.batch_plan(64, 8, 1, 1) == (8, 8)  # 8 x 8 x 1 = 64
+    assert finetune.batch_plan(64, 8, 2, 1) == (4, 16)  # OOM retry: 4 x 16 x 1 = 64
+    assert finetune.batch_plan(64, 8, 1, 4) == (8, 2)  # 4 GPUs: 8 x 2 x 4 = 64
+    with pytest.raises(ValueError, match="not a multiple"):
+        finetune.batch_plan(64, 8, 1, 3)
+    with pytest.raises(ValueError, match="not divisible"):
+        finetune.batch_plan(64, 8, 3, 1)
+
+
+def test_train_from_scratch_then_refinetune(news_dir, tiny_tokenizer_dir, tmp_path):
+    out = tmp_path / "teacher"
+    assert finetune.main(argv(news_dir, tiny_tokenizer_dir, out, tmp_path / "ck",
+                              "--max-steps", "3", "--save-steps", "2")) == 0
+    side = json.loads((out / "sidecar.json").read_text())
+    assert side["metrics"]["global_step"] == 3
+    assert side["batch"] == {"effective": 16, "per_device": 8, "accumulation": 2,
+                             "world_size": 1, "batch_divisor": 1}
+    assert side["samples"] == {"train": 64, "validation": 8}
+    model = load_model(out)
+    assert model.config.num_layers == 2
+    # re-fine-tune starts from the saved folder and records its parent
+    out2 = tmp_path / "re"
+    assert finetune.main(["--model", str(out), "--train-file", str(news_dir / "train.jsonl"),
+                          "--effective-batch-size", "16", "--per-device-batch-size", "16",
+                          "--max-steps", "1", "--output", str(out2),
+                          "--checkpoint-dir", str(tmp_path / "ck2")]) == 0
+    side2 = json.loads((out2 / "sidecar.json").read_text())
+    assert side2["parent"]["metrics"]["global_step"] == 3
+
+
+def test_stale_checkpoints_are_not_resumed(news_dir, tiny_tokenizer_dir, tmp_path):
+    ck = tmp_path / "ck"
+    finetune.main(argv(news_dir, tiny_tokenizer_dir, tmp_path / "a", ck, "--max-steps", "2",
+                       "--save-steps", "2"))
+    assert (ck / "checkpoint-2").is_dir()
+    # another learning rate: the old checkpoint belongs to another run and is discarded
+    finetune.main(argv(news_dir, tiny_tokenizer_dir, tmp_path / "b", ck, "--max-steps", "2",
+                       "--save-steps", "100", "--learning-rate", "5e-4"))
+    side = json.loads((tmp_path / "b/sidecar.json").read_text())
+    assert side["resumed_from"] is None
+    assert json.loads((ck / "fingerprint.json").read_text())["learning_rate"] == 5e-4
+
+
+def test_non_finite_loss_stops_naming_the_step(news_dir, tiny_model, tiny_tokenizer, tmp_path):
+    with torch.no_grad():
+        tiny_model.shared.weight.fill_(float("nan"))
+    tiny_model.save_pretrained(tmp_path / "bad")
+    tiny_tokenizer.save_pretrained(tmp_path / "bad")
+    with pytest.raises(finetune.NonFiniteLoss, match="optimizer step 1"):
+        finetune.main(["--model", str(tmp_path / "bad"), "--train-file",
+                       str(news_dir / "train.jsonl"), "--effective-batch-size", "8",
+                       "--per-device-batch-size", "8", "--max-steps", "2",
+                       "--output", str(tmp_path / "o"), "--checkpoint-dir", str(tmp_path / "c")])
+    assert not (tmp_path / "o").exists()
+
+
+def _run(args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "asymprune.finetune", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _wait_for_step(proc, step, timeout=120):
+    """Read the log until the Trainer reports an optimizer step >= step."""
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        if "'loss'" in line and "'epoch'" in line:
+            _wait_for_step.seen += 1
+            if _wait_for_step.seen >= step:
+                return
+        if time.time() > deadline:
+            break
+    raise AssertionError("training did not reach the step in time")
+
+
+def _interrupt_and_resume(news_dir, tok_dir, tmp_path, sig):
+    steps = ["--max-steps", "12", "--save-steps", "3"]
+    ref = tmp_path / "ref"
+    assert finetune.main(argv(news_dir, tok_dir, ref, tmp_path / "ck_ref", *steps)) == 0
+    out, ck = tmp_path / "out", tmp_path / "ck"
+    proc = _run(argv(news_dir, tok_dir, out, ck, *steps))
+    _wait_for_step.seen = 0
+    _wait_for_step(proc, 5)
+    proc.send_signal(sig)
+    proc.stdout.read()
+    rc = proc.wait(timeout=120)
+    assert not out.exists()  # no half-written model
+    if sig == signal.SIGTERM:
+        assert rc == finetune.EXIT_PREEMPTED
+    else:
+        assert rc == -signal.SIGKILL
+    saved = sorted(int(p.name.split("-")[1]) for p in ck.glob("checkpoint-*"))
+    assert saved, "no checkpoint survived the interruption"
+    resumed = _run(argv(news_dir, tok_dir, out, ck, *steps))
+    log = resumed.stdout.read()
+    assert resumed.wait(timeout=300) == 0, log
+    side = json.loads((out / "sidecar.json").read_text())
+    ref_side = json.loads((ref / "sidecar.json").read_text())
+    assert side["resumed_from"].endswith(f"checkpoint-{saved[-1]}")
+    assert side["metrics"]["global_step"] == 12
+    # model, optimizer, scheduler, RNG and data position restored: same result as no interruption
+    assert side["metrics"]["eval_loss"] == pytest.approx(ref_side["metrics"]["eval_loss"], abs=1e-4)
+    return saved
+
+
+def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes(news_dir, tiny_tokenizer_dir, tmp_path):
+    saved = _interrupt_and_resume(news_dir, tiny_tokenizer_dir, tmp_path, signal.SIGTERM)
+    # SIGTERM saved at the step it arrived in (>= 5), not only at the 3-step interval
+    assert saved[-1] >= 5
+
+
+@pytest.mark.drill
+def test_sigkill_loses_at_most_one_checkpoint_interval(news_dir, tiny_tokenizer_dir, tmp_path):
+    saved = _interrupt_and_resume(news_dir, tiny_tokenizer_dir, tmp_path, signal.SIGKILL)
+    assert saved[-1] >= 3

@@ -1,0 +1,79 @@
+# Teacher fine-tuning (the e6d6 variant) and re-fine-tuning of layer-pruned models.
+import json
+import shlex
+
+
+def teacher_inputs(wc):
+    inputs = {"train": data_file(wc.dataset, "train"),
+              "validation": data_file(wc.dataset, "validation")}
+    if from_scratch(wc.size):
+        inputs["tokenizer"] = f"{RESULTS}/tokenizer/{wc.size}/{wc.dataset}/sidecar.json"
+    return inputs
+
+
+def teacher_model_flags(wc):
+    if from_scratch(wc.size):
+        fields = json.dumps(model_spec(wc.size)["init_config"], sort_keys=True)
+        return (f"--init-config {shlex.quote(fields)}"
+                f" --tokenizer {RESULTS}/tokenizer/{wc.size}/{wc.dataset}")
+    return f"--model {model_spec(wc.size)['name_or_path']}"
+
+
+rule finetune:
+    input:
+        unpack(teacher_inputs),
+    output:
+        RESULTS + "/models/{size}/{dataset}/e6d6/model/sidecar.json",
+    params:
+        launch=lambda wc: launcher(wc.size),
+        model=teacher_model_flags,
+        flags=training_flags(config["finetune"]),
+        ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, "e6d6", "finetune"),
+        out=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
+        code=code("finetune"),
+    log:
+        LOGS + "/finetune/{size}/{dataset}/e6d6.log",
+    retries: config["execution"]["retries"]
+    threads: 1
+    resources:
+        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "nodes_gpus"),
+        mem_mb=lambda wc: res(wc.size, "mem_mb"),
+        runtime=lambda wc: res(wc.size, "runtime"),
+        cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
+        batch_divisor=batch_divisor,
+    shell:
+        "{params.launch} asymprune.finetune {params.model} --train-file {input.train}"
+        " --validation-file {input.validation} {params.flags}"
+        " --batch-divisor {resources.batch_divisor}"
+        " --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"
+
+
+rule refinetune:
+    input:
+        pruned=RESULTS + "/models/{size}/{dataset}/{pvariant}/pruned/sidecar.json",
+        train=RESULTS + "/data/{dataset}/train.jsonl",
+        validation=RESULTS + "/data/{dataset}/validation.jsonl",
+    output:
+        RESULTS + "/models/{size}/{dataset}/{pvariant}/model/sidecar.json",
+    params:
+        launch=lambda wc: launcher(wc.size),
+        flags=training_flags(REFINETUNE),
+        pruned=lambda wc: f"{RESULTS}/models/{wc.size}/{wc.dataset}/{wc.pvariant}/pruned",
+        ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.pvariant, "refinetune"),
+        out=lambda wc: model_dir(wc.size, wc.dataset, wc.pvariant),
+        code=code("finetune"),
+    log:
+        LOGS + "/refinetune/{size}/{dataset}/{pvariant}.log",
+    retries: config["execution"]["retries"]
+    threads: 1
+    resources:
+        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "nodes_gpus"),
+        mem_mb=lambda wc: res(wc.size, "mem_mb"),
+        runtime=lambda wc: res(wc.size, "runtime"),
+        cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
+        batch_divisor=batch_divisor,
+    shell:
+        "{params.launch} asymprune.finetune --model {params.pruned} --train-file {input.train}"
+        " --validation-file {input.validation} {params.flags}"
+        " --batch-divisor {resources.batch_divisor}"
+        " --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"

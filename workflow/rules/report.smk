@@ -1,0 +1,22 @@
+# Tables (CSV, Markdown) and figures (PNG, PDF) like the papers', from the JSON sidecars only.
+
+
+rule report:
+    input:
+        evals=eval_outputs(),
+        bench=bench_outputs(),
+        bench_arch=bench_arch_outputs(),
+    output:
+        REPORTS + "/DONE",
+    params:
+        outdir=REPORTS,
+        bench=lambda wc, input: f"--bench {' '.join(input.bench)}" if input.bench else "",
+        bench_arch=lambda wc, input: (f"--bench-arch {' '.join(input.bench_arch)}"
+                                      if input.bench_arch else ""),
+        code=code("report"),
+    log:
+        LOGS + "/report.log",
+    localrule: True
+    shell:
+        "{PY} -m asymprune.report --eval {input.evals} {params.bench} {params.bench_arch}"
+        " --out-dir {params.outdir} > {log} 2>&1 && touch {output}"
