@@ -4,7 +4,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# Snakemake deep-merges a --configfile over this one: `--configfile configs/demo.yaml` would
+# otherwise add the paper's three FLAN-T5 sizes to the demo. A preset replaces config.yaml.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

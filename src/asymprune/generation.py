@@ -25,7 +25,7 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     """``model.generate`` with a fresh explicit cache (greedy unless kwargs say otherwise)."""
     kwargs.setdefault("num_beams", 1)
     kwargs.setdefault("do_sample", False)
-    if kwargs.get("num_beams", 1) == 1:
-        # Beam search reorders and expands its own cache; only greedy gets the explicit one.
-        kwargs.setdefault("past_key_values", fresh_cache())
+    # Beam search needs it too (e1d6 with num_beams=2 also raises IndexError without it);
+    # generate() expands and reorders a passed cache per beam like its own.
+    kwargs.setdefault("past_key_values", fresh_cache())
     return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

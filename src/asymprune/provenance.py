@@ -19,7 +19,6 @@ import platform
 import socket
 import subprocess
 import sys
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -91,21 +90,20 @@ def stage_modules(stage: str, package_dir: Path = PACKAGE_DIR) -> list[Path]:
     return sorted(set(seen.values()))
 
 
-@lru_cache(maxsize=None)
-def _stage_code_hash_cached(stage: str, package_dir: str) -> str:
+def stage_code_hash(stage: str, package_dir: Path | str = PACKAGE_DIR) -> str:
+    """Content hash (16 hex) of the code a stage runs; unaffected by mtimes or other modules.
+
+    Not cached: it reads a handful of small files (well under a millisecond per stage), and a
+    cache would hide an edit made while the process runs.
+    """
+    base = Path(package_dir).resolve()
     h = hashlib.sha256()
-    base = Path(package_dir)
     for path in stage_modules(stage, base):
         h.update(str(path.relative_to(base)).encode())
         h.update(b"\0")
         h.update(path.read_bytes())
         h.update(b"\0")
     return h.hexdigest()[:16]
-
-
-def stage_code_hash(stage: str, package_dir: Path | str = PACKAGE_DIR) -> str:
-    """Content hash (16 hex) of the code a stage runs; unaffected by mtimes or comments elsewhere."""
-    return _stage_code_hash_cached(stage, str(Path(package_dir).resolve()))
 
 
 def git_describe() -> str | None:

@@ -1,0 +1,191 @@
+"""Summarize a split with a model and score it with ROUGE.
+
+    python -m asymprune.evaluate --model MODEL_DIR --data-file test.jsonl \\
+        --output results/<preset>/eval/<size>/<dataset>/<variant>.json \\
+        --predictions results/<preset>/eval/<size>/<dataset>/<variant>.predictions.jsonl
+
+Rows are ``{"id", "source", "target"}`` (``source`` already carries the task prefix). Decoding
+goes through ``asymprune.generation.generate`` (greedy by default), so encoder-shallower
+variants (e1d6, ...) work. Metrics follow HF ``run_summarization``: ROUGE F x 100 from
+``asymprune.rouge`` and ``gen_len`` = mean count of non-pad tokens in each generated
+continuation (EOS included, the decoder start token not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from asymprune import rouge
+from asymprune.artifacts import read_jsonl, write_jsonl
+from asymprune.generation import generate
+from asymprune.modeling import DTYPES, count_parameters, load_model, load_tokenizer
+from asymprune.provenance import make_sidecar, read_json, write_json
+
+COLUMNS = ("id", "source", "target")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+# Top-level keys of the output JSON that a --tag must not overwrite.
+RESERVED = frozenset({"stage", "created", "args", "code_version", "versions", "device", "samples",
+                      "wall_time_s", "metrics", "generation_time_s", "model_layers",
+                      "parameters", "generation_config", "model_sidecar"})
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier() or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a non-empty value, got {text!r}")
+    if key in RESERVED:
+        raise argparse.ArgumentTypeError(f"tag {key!r} would overwrite a key the stage writes")
+    return key, value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m asymprune.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = p.add_argument_group("inputs and outputs")
+    io.add_argument("--model", required=True,
+                    help="model folder written by save_pretrained (model + tokenizer) or a hub id")
+    io.add_argument("--data-file", required=True, type=Path,
+                    help="JSONL split with 'id', 'source' (prefixed) and 'target' per row")
+    io.add_argument("--output", required=True, type=Path,
+                    help="JSON file: sidecar + metrics + the model folder's sidecar")
+    io.add_argument("--predictions", required=True, type=Path,
+                    help="JSONL file: one {'id', 'prediction', 'reference', 'gen_len'} per row, "
+                         "in input order")
+    io.add_argument("--tag", action="append", default=[], type=_tag, metavar="KEY=VALUE",
+                    help="label copied to the top level of --output, repeatable; the workflow "
+                         "passes size, dataset and variant, which the report groups by")
+    gen = p.add_argument_group("generation")
+    gen.add_argument("--max-samples", type=_positive_int, default=None,
+                     help="score only the first N rows of --data-file (default: all)")
+    gen.add_argument("--batch-size", type=_positive_int, default=16,
+                     help="sources per generate() call (default: %(default)s)")
+    gen.add_argument("--max-source-length", type=_positive_int, default=1024,
+                     help="truncate sources to this many tokens, EOS included (default: %(default)s)")
+    gen.add_argument("--max-new-tokens", type=_positive_int, default=256,
+                     help="cap on generated tokens per summary (default: %(default)s)")
+    gen.add_argument("--num-beams", type=_positive_int, default=1,
+                     help="1 = greedy, as the papers evaluate (default: %(default)s)")
+    dev = p.add_argument_group("device")
+    dev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="auto = cuda when available, else cpu (default: %(default)s)")
+    dev.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                     help="weights and activations dtype (default: %(default)s)")
+    args = p.parse_args(argv)
+    keys = [k for k, _ in args.tag]
+    if len(set(keys)) != len(keys):
+        p.error(f"--tag: a key is given twice in {keys}")
+    return args
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def load_rows(path: Path, max_samples: int | None) -> list[dict]:
+    """The split's rows (the first ``max_samples``), checked for the three columns."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--data-file {path} does not exist")
+    rows = read_jsonl(path)
+    if max_samples is not None:
+        rows = rows[:max_samples]
+    if not rows:
+        raise ValueError(f"--data-file {path} has no rows to evaluate")
+    for i, row in enumerate(rows):
+        missing = [c for c in COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"--data-file {path}: row {i} lacks column(s) {missing}")
+        if not isinstance(row["source"], str) or not isinstance(row["target"], str):
+            raise ValueError(f"--data-file {path}: row {i} needs string 'source' and 'target'")
+    return rows
+
+
+def summarize(model, tokenizer, sources: list[str], *, batch_size: int, max_source_length: int,
+              max_new_tokens: int, num_beams: int, device: torch.device,
+              ) -> tuple[list[str], list[int]]:
+    """Predictions and generated-token counts, in the order of ``sources``.
+
+    Batches are built from sources sorted by token length, longest first: padding per batch
+    shrinks (a batch is as long as its longest source), and a batch too big for memory fails
+    on the first call rather than at the end.
+    """
+    lengths = [len(ids) for ids in tokenizer(sources, truncation=True,
+                                             max_length=max_source_length)["input_ids"]]
+    order = sorted(range(len(sources)), key=lambda i: -lengths[i])  # stable: ties keep input order
+    predictions: list[str | None] = [None] * len(sources)
+    gen_lens: list[int | None] = [None] * len(sources)
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([sources[i] for i in idx], truncation=True, max_length=max_source_length,
+                        padding=True, return_tensors="pt").to(device)
+        out = generate(model, enc["input_ids"], enc["attention_mask"],
+                       max_new_tokens=max_new_tokens, num_beams=num_beams)
+        # out[:, 0] is the decoder start token (T5: <pad>); after EOS generate pads with <pad>.
+        # run_summarization's gen_len counts tokens != pad, i.e. the continuation up to and
+        # including EOS: e.g. [<pad>, 17, 42, </s>, <pad>, <pad>] -> 3.
+        continuation = out[:, 1:]
+        counts = (continuation != pad).sum(dim=1).tolist()
+        texts = tokenizer.batch_decode(continuation, skip_special_tokens=True)
+        for j, i in enumerate(idx):
+            predictions[i] = texts[j].strip()
+            gen_lens[i] = counts[j]
+    return predictions, gen_lens  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    rows = load_rows(args.data_file, args.max_samples)
+    device = resolve_device(args.device)
+    model = load_model(args.model, dtype=args.dtype).to(device).eval()
+    tokenizer = load_tokenizer(args.model)
+
+    t_gen = time.time()
+    predictions, gen_lens = summarize(
+        model, tokenizer, [r["source"] for r in rows], batch_size=args.batch_size,
+        max_source_length=args.max_source_length, max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams, device=device)
+    generation_time_s = time.time() - t_gen
+
+    references = [r["target"] for r in rows]
+    metrics = rouge.score(predictions, references)
+    metrics["gen_len"] = sum(gen_lens) / len(gen_lens)
+
+    write_jsonl(args.predictions, ({"id": r["id"], "prediction": p, "reference": r["target"],
+                                    "gen_len": g}
+                                   for r, p, g in zip(rows, predictions, gen_lens)))
+    model_sidecar_path = Path(args.model) / "sidecar.json"
+    model_sidecar = read_json(model_sidecar_path) if model_sidecar_path.is_file() else None
+    tags = dict(args.tag)
+    write_json(args.output, make_sidecar(
+        "evaluate", {**vars(args), "tag": tags}, samples={"eval": len(rows)},
+        wall_time_s=time.time() - t0,
+        metrics=metrics,
+        generation_time_s=generation_time_s,
+        model_layers={"encoder": len(model.encoder.block), "decoder": len(model.decoder.block)},
+        parameters=count_parameters(model),
+        generation_config=model.generation_config.to_diff_dict(),
+        model_sidecar=model_sidecar,
+        **tags))
+    print(" ".join(f"{k}={v:.2f}" for k, v in metrics.items()) + f" (n={len(rows)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

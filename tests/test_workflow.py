@@ -1,0 +1,187 @@
+"""The Snakemake workflow: the paper grid, config validation, a micro run end to end, reruns."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+MICRO = yaml.safe_load((REPO / "configs/micro.yaml").read_text())
+
+
+def snakemake(*args, cwd=REPO, env=None, timeout=900):
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table (rule, count)."""
+    counts, in_table = {}, False
+    for line in output.splitlines():
+        if line.startswith("Job stats:"):
+            in_table = True
+            continue
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if in_table and m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def dry(workdir: Path, configfile: Path | None = None, snakefile: Path = REPO / "Snakefile",
+        env=None):
+    args = ["-n", "--quiet", "rules", "-s", str(snakefile), "--directory", str(workdir)]
+    if configfile:
+        args += ["--configfile", str(configfile)]
+    return snakemake(*args, env=env)
+
+
+def test_paper_grid_dry_run_counts(tmp_path):
+    rc, out = snakemake("-n", "--quiet", "rules", "--directory", str(tmp_path),
+                        "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"))
+    assert rc == 0, out
+    counts = job_counts(out)
+    n_nash = counts.get("nash", 0)
+    assert counts["data"] == 3
+    assert counts["finetune"] == 9  # 3 sizes x 3 data sets
+    assert counts["prune_layers"] == 135  # x 15 pruned variants
+    assert counts["refinetune"] == 135
+    assert counts["evaluate"] == 144 + n_nash  # x 16 variants (+ NASH models)
+    assert counts["benchmark"] == 144 + n_nash
+    assert counts["benchmark_arch"] == 48  # 3 FLAN-T5 architectures x 16 variants
+    assert counts["report"] == 1
+    # the private QIWS set is missing on this machine: said clearly, naming the key to set
+    assert "set config key datasets.qiws.path" in out
+
+
+def test_default_config_is_the_one_without_configfile(tmp_path):
+    """`snakemake -n` in a fresh checkout uses config.yaml; a preset replaces it (no merge)."""
+    rc, out = snakemake("-n", "--quiet", "rules")
+    assert rc == 0, out
+    assert job_counts(out)["finetune"] == 9
+    rc, out = dry(tmp_path, REPO / "configs/demo.yaml")
+    assert rc == 0, out
+    assert job_counts(out)["finetune"] == 1  # not merged with the paper's 3 sizes x 3 sets
+
+
+BAD = {
+    "variant e7d1": (lambda c: c.update(variants=["e6d6", "e7d1"]), "config key variants"),
+    "variant e0d3": (lambda c: c.update(variants=["e6d6", "e0d3"]), "'e0d3'"),
+    "negative learning rate": (lambda c: c["finetune"].update(learning_rate=-1e-4),
+                               "config key finetune.learning_rate"),
+    "unknown key": (lambda c: c.update(learning_rat=1), "unknown key(s) ('learning_rat'"),
+    "unknown nested key": (lambda c: c["evaluate"].update(beams=2),
+                           "config key evaluate: unknown key(s) ('beams'"),
+    "unknown arch size": (lambda c: c["benchmark"].update(arch_only=["xl"]),
+                          "config key benchmark.arch_only.0"),
+    "model without source": (lambda c: c["models"].update(xl={"resources": {"gpu": 1}}),
+                             "config key models.xl: give exactly one of name_or_path"),
+    "local data set without a path": (
+        lambda c: c["datasets"].update(qiws={"kind": "local"}),
+        "config key datasets.qiws: 'path' is a required property"),
+    "no baseline": (lambda c: c.update(variants=["e3d3"]), "must include e6d6"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_config_stops_the_dry_run_naming_the_key(case, tmp_path):
+    edit, expected = BAD[case]
+    cfg = copy.deepcopy(MICRO)
+    edit(cfg)
+    rc, out = dry(tmp_path, write_config(tmp_path / "bad.yaml", cfg))
+    assert rc != 0
+    assert expected in out, out
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_local_data_stops_before_any_job(tmp_path):
+    cfg = copy.deepcopy(MICRO)
+    cfg["datasets"] = {"qiws": {"kind": "local", "path": "data/qiws"}}
+    configfile = write_config(tmp_path / "qiws.yaml", cfg)
+    rc, out = dry(tmp_path, configfile)
+    assert rc == 0, out  # the dry run still shows the grid
+    assert "data/qiws/train.jsonl" in out and "datasets.qiws.path" in out
+    rc, out = snakemake("--cores", "1", "-s", str(REPO / "Snakefile"), "--directory",
+                        str(tmp_path), "--configfile", str(configfile))
+    assert rc != 0
+    assert "nothing was run" in out and "set config key datasets.qiws.path" in out
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    """The micro preset end to end through Snakemake: every stage runs for real."""
+    workdir = tmp_path_factory.mktemp("micro")
+    rc, out = snakemake("--cores", "2", "-s", str(REPO / "Snakefile"), "--directory",
+                        str(workdir), "--configfile", str(REPO / "configs/micro.yaml"))
+    assert rc == 0, out
+    return workdir
+
+
+def test_micro_preset_end_to_end(micro_run):
+    reports = micro_run / "reports/micro"
+    assert (reports / "DONE").exists()
+    assert list((reports / "tables").glob("*.csv")) and list((reports / "figures").glob("*.png"))
+    results = micro_run / "results/micro"
+    for variant in MICRO["variants"]:
+        assert (results / f"eval/micro/news/{variant}.json").exists()
+        assert (results / f"bench/cpu/micro/news/{variant}.json").exists()
+    rc, out = dry(micro_run, REPO / "configs/micro.yaml")
+    assert rc == 0 and "Nothing to be done" in out, out
+
+
+def test_changing_an_evaluation_setting_reruns_evaluation_and_report_only(micro_run, tmp_path):
+    cfg = copy.deepcopy(MICRO)
+    cfg["evaluate"]["max_new_tokens"] = 6
+    rc, out = dry(micro_run, write_config(tmp_path / "eval.yaml", cfg))
+    assert rc == 0, out
+    counts = job_counts(out)
+    assert counts.pop("evaluate") == len(MICRO["variants"])
+    assert counts.pop("report") == 1
+    counts.pop("all", None)
+    assert counts == {}, counts
+
+
+def _copy_of_the_code(tmp_path) -> tuple[Path, dict]:
+    copy_root = tmp_path / "code"
+    shutil.copytree(REPO / "workflow", copy_root / "workflow")
+    shutil.copytree(REPO / "src", copy_root / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "Snakefile", copy_root / "Snakefile")
+    shutil.copy(REPO / "config.yaml", copy_root / "config.yaml")
+    env = dict(os.environ, PYTHONPATH=str(copy_root / "src"))
+    return copy_root, env
+
+
+@pytest.mark.parametrize("module, expected", [
+    ("evaluate.py", {"evaluate": 4, "report": 1}),
+    # pruning code: 3 pruned variants are pruned, re-fine-tuned, evaluated and benchmarked
+    # again; the teacher (e6d6), its data and tokenizer are untouched
+    ("prune_layers.py", {"prune_layers": 3, "refinetune": 3, "evaluate": 3, "benchmark": 3,
+                         "report": 1}),
+])
+def test_changing_a_stage_reruns_it_and_downstream_only(micro_run, tmp_path, module, expected):
+    copy_root, env = _copy_of_the_code(tmp_path)
+    rc, out = dry(micro_run, REPO / "configs/micro.yaml", copy_root / "Snakefile", env=env)
+    assert rc == 0 and "Nothing to be done" in out, out  # same code, same hashes
+    path = copy_root / "src/asymprune" / module
+    path.write_text(path.read_text() + "\n# a change\n")
+    rc, out = dry(micro_run, REPO / "configs/micro.yaml", copy_root / "Snakefile", env=env)
+    assert rc == 0, out
+    counts = job_counts(out)
+    counts.pop("all", None)
+    assert counts == expected, out
