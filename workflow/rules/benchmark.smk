@@ -1,13 +1,12 @@
 # Generation latency (DESIGN.md section 5): trained models, and exact FLAN-T5 architectures
 # with random weights (all 16 depth variants, no training needed).
 BENCH_FLAGS = (
-    f"--device {BENCH['device']} --dtype {BENCH['dtype']}"
+    f"--device {BENCH['device']} --device-label {BENCH_DEVICE} --dtype {BENCH['dtype']}"
     f" --batch-sizes {' '.join(map(str, BENCH['batch_sizes']))}"
     f" --source-tokens {BENCH['source_tokens']} --new-tokens {BENCH['new_tokens']}"
     f" --max-new-tokens {BENCH['max_new_tokens']} --warmup {BENCH['warmup']} --runs {BENCH['runs']}"
-    f" --modes {' '.join(BENCH['modes'])}"
 )
-# On a CPU the benchmark takes every core the run has, so no other job skews its timings.
+# On a CPU the benchmark takes every core of the run, so that no other job skews its timings.
 BENCH_THREADS = workflow.cores if BENCH["device"] == "cpu" else 1
 
 
@@ -20,7 +19,7 @@ rule benchmark:
     params:
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
         launch=lambda wc: launcher(wc.size),
-        flags=BENCH_FLAGS,
+        flags=BENCH_FLAGS + f" --modes {' '.join(BENCH['modes'])}",
         code=code("benchmark"),
     log:
         LOGS + "/benchmark/{size}/{dataset}/{variant}.log",
@@ -31,27 +30,28 @@ rule benchmark:
         runtime=120,
     shell:
         "{params.launch} asymprune.benchmark --model {params.model} --data-file {input.data}"
-        " {params.flags} --tag size={wildcards.size} --tag dataset={wildcards.dataset}"
-        " --tag variant={wildcards.variant} --output {output} > {log} 2>&1"
+        " {params.flags} --threads {threads} --size {wildcards.size}"
+        " --dataset {wildcards.dataset} --variant {wildcards.variant} --output {output}"
+        " > {log} 2>&1"
 
 
 rule benchmark_arch:
     output:
-        RESULTS + "/bench_arch/" + BENCH_DEVICE + "/{arch}/{pvariant_or_base}.json",
+        RESULTS + "/bench_arch/" + BENCH_DEVICE + "/{arch}/{archvariant}.json",
     wildcard_constraints:
         arch="small|base|large",
-        pvariant_or_base=r"e[1-6]d[1-6]",
+        archvariant=r"e[1-6]d[1-6]",
     params:
-        flags=BENCH_FLAGS,
+        # random weights emit no meaningful EOS: only the fixed-length mode applies
+        flags=BENCH_FLAGS + " --modes fixed",
         code=code("benchmark"),
     log:
-        LOGS + "/benchmark_arch/{arch}/{pvariant_or_base}.log",
+        LOGS + "/benchmark_arch/{arch}/{archvariant}.log",
     threads: BENCH_THREADS
     resources:
         gpu=lambda wc: 1 if BENCH["device"] == "cuda" else 0,
         mem_mb=16000,
         runtime=120,
     shell:
-        "{PY} -m asymprune.benchmark --arch {wildcards.arch} --variant {wildcards.pvariant_or_base}"
-        " {params.flags} --tag size={wildcards.arch} --tag variant={wildcards.pvariant_or_base}"
-        " --output {output} > {log} 2>&1"
+        "{PY} -m asymprune.benchmark --arch {wildcards.arch} --variant {wildcards.archvariant}"
+        " {params.flags} --threads {threads} --output {output} > {log} 2>&1"
