@@ -31,9 +31,9 @@ test-all: env
 dryrun: env
 	$(VENV)/bin/snakemake -n
 
+# snakemake --lint, allowing only the lint judged wrong for this project (see the test)
 lint: env
-	$(VENV)/bin/snakemake --lint
-	$(VENV)/bin/snakemake --lint --configfile configs/demo.yaml
+	$(PY) -m pytest tests/test_workflow.py -k lint
 
 clean-demo:
 	rm -rf results/demo reports/demo/tables reports/demo/figures reports/demo/DONE

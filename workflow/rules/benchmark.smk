@@ -12,17 +12,17 @@ BENCH_THREADS = workflow.cores if BENCH["device"] == "cpu" else 1
 
 rule benchmark:
     input:
-        model=RESULTS + "/models/{size}/{dataset}/{variant}/model/sidecar.json",
-        data=RESULTS + "/data/{dataset}/test.jsonl",
+        model=f"{RESULTS}/models/{{size}}/{{dataset}}/{{variant}}/model/sidecar.json",
+        data=f"{RESULTS}/data/{{dataset}}/test.jsonl",
     output:
-        RESULTS + "/bench/" + BENCH_DEVICE + "/{size}/{dataset}/{variant}.json",
+        f"{RESULTS}/bench/{BENCH_DEVICE}/{{size}}/{{dataset}}/{{variant}}.json",
     params:
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
         launch=lambda wc: launcher(wc.size),
-        flags=BENCH_FLAGS + f" --modes {' '.join(BENCH['modes'])}",
+        flags=f"{BENCH_FLAGS} --modes {' '.join(BENCH['modes'])}",
         code=code("benchmark"),
     log:
-        LOGS + "/benchmark/{size}/{dataset}/{variant}.log",
+        f"{LOGS}/benchmark/{{size}}/{{dataset}}/{{variant}}.log",
     threads: BENCH_THREADS
     resources:
         gpu=lambda wc: 1 if BENCH["device"] == "cuda" else 0,
@@ -37,21 +37,21 @@ rule benchmark:
 
 rule benchmark_arch:
     output:
-        RESULTS + "/bench_arch/" + BENCH_DEVICE + "/{arch}/{archvariant}.json",
+        f"{RESULTS}/bench_arch/{BENCH_DEVICE}/{{arch}}/{{archvariant}}.json",
     wildcard_constraints:
         arch="small|base|large",
         archvariant=r"e[1-6]d[1-6]",
     params:
         # random weights emit no meaningful EOS: only the fixed-length mode applies
-        flags=BENCH_FLAGS + " --modes fixed",
+        flags=f"{BENCH_FLAGS} --modes fixed",
         code=code("benchmark"),
     log:
-        LOGS + "/benchmark_arch/{arch}/{archvariant}.log",
+        f"{LOGS}/benchmark_arch/{{arch}}/{{archvariant}}.log",
     threads: BENCH_THREADS
     resources:
         gpu=lambda wc: 1 if BENCH["device"] == "cuda" else 0,
         mem_mb=16000,
         runtime=120,
     shell:
-        "{PY} -m asymprune.benchmark --arch {wildcards.arch} --variant {wildcards.archvariant}"
+        "python -m asymprune.benchmark --arch {wildcards.arch} --variant {wildcards.archvariant}"
         " {params.flags} --threads {threads} --output {output} > {log} 2>&1"

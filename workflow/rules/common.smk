@@ -1,5 +1,7 @@
 # Helpers, config validation and the list of final outputs. Included first by the Snakefile.
+import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -62,8 +64,13 @@ wildcard_constraints:
     pvariant=r"e[1-5]d[1-6]|e6d[1-5]",
 
 
-# The interpreter running Snakemake runs the stages too, activated environment or not.
-PY = sys.executable
+envvars:
+    "PATH",
+
+
+# Rules call `python -m asymprune.<stage>`: the environment running Snakemake runs the stages
+# too, whether or not it is activated (jobs inherit PATH, also on SLURM with --export=ALL).
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 NASH_VARIANTS = []  # nash.smk fills this in when NASH is enabled
 
 
@@ -120,18 +127,54 @@ def launcher(size):
     """Prefix of a training/benchmark command: pins a free GPU, and spans several with torchrun."""
     parts = []
     if config["execution"]["pin_gpus"] and res(size, "gpu") > 0:
-        parts.append(f"{PY} -m asymprune.gpu_slots --gpus-per-job {res(size, 'nodes_gpus')} --")
+        parts.append(f"python -m asymprune.gpu_slots --gpus-per-job {res(size, 'nodes_gpus')} --")
     if res(size, "nodes_gpus") > 1:
-        parts.append(f"{PY} -m torch.distributed.run --standalone "
+        parts.append(f"python -m torch.distributed.run --standalone "
                      f"--nproc_per_node {res(size, 'nodes_gpus')} -m")
     else:
-        parts.append(f"{PY} -m")
+        parts.append(f"python -m")
     return " ".join(parts)
 
 
 def batch_divisor(wildcards, attempt):
     # an OOM retry halves the per-device batch and doubles accumulation (same effective batch)
     return 2 ** (attempt - 1)
+
+
+def data_flags(dataset):
+    spec = config["datasets"][dataset]
+    flags = [f"--kind {spec['kind']}", f"--source-prefix {config['data']['source_prefix']!r}",
+             f"--empty-policy {config['data']['empty_policy']}"]
+    if spec["kind"] == "generated":
+        flags += [f"--num-samples {s}={n}" for s, n in spec["num_samples"].items()]
+        flags.append(f"--seed {spec['seed']}")
+    else:
+        flags += [f"--path {spec['path']!r}", f"--format {spec['format']}",
+                  f"--source-column {spec['source_column']!r}",
+                  f"--target-column {spec['target_column']!r}"]
+        if spec.get("name"):
+            flags.append(f"--name {spec['name']!r}")
+        if spec["id_column"]:
+            flags.append(f"--id-column {spec['id_column']!r}")
+        flags += [f"--split {s}={f!r}" for s, f in spec.get("files", {}).items()]
+    flags += [f"--max-samples {s}={n}" for s, n in spec["max_samples"].items() if n]
+    return " ".join(flags)
+
+
+def teacher_inputs(wc):
+    inputs = {"train": data_file(wc.dataset, "train"),
+              "validation": data_file(wc.dataset, "validation")}
+    if from_scratch(wc.size):
+        inputs["tokenizer"] = f"{RESULTS}/tokenizer/{wc.size}/{wc.dataset}/sidecar.json"
+    return inputs
+
+
+def teacher_model_flags(wc):
+    if from_scratch(wc.size):
+        fields = json.dumps(model_spec(wc.size)["init_config"], sort_keys=True)
+        return (f"--init-config {shlex.quote(fields)}"
+                f" --tokenizer {RESULTS}/tokenizer/{wc.size}/{wc.dataset}")
+    return f"--model {model_spec(wc.size)['name_or_path']}"
 
 
 def local_data_problems():

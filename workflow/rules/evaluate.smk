@@ -4,11 +4,11 @@ EV = config["evaluate"]
 
 rule evaluate:
     input:
-        model=RESULTS + "/models/{size}/{dataset}/{variant}/model/sidecar.json",
-        data=RESULTS + "/data/{dataset}/" + EV["split"] + ".jsonl",
+        model=f"{RESULTS}/models/{{size}}/{{dataset}}/{{variant}}/model/sidecar.json",
+        data=f"{RESULTS}/data/{{dataset}}/{EV['split']}.jsonl",
     output:
-        scores=RESULTS + "/eval/{size}/{dataset}/{variant}.json",
-        predictions=RESULTS + "/eval/{size}/{dataset}/{variant}.predictions.jsonl",
+        scores=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.json",
+        predictions=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.predictions.jsonl",
     params:
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
         limit=f"--max-samples {EV['max_samples']}" if EV["max_samples"] else "",
@@ -17,13 +17,14 @@ rule evaluate:
                   f" --dtype {EV['dtype']}"),
         code=code("evaluate"),
     log:
-        LOGS + "/evaluate/{size}/{dataset}/{variant}.log",
+        f"{LOGS}/evaluate/{{size}}/{{dataset}}/{{variant}}.log",
+    threads: 1
     resources:
         gpu=lambda wc: res(wc.size, "gpu"),
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
         runtime=120,
     shell:
-        "{PY} -m asymprune.evaluate --model {params.model} --data-file {input.data}"
+        "OMP_NUM_THREADS={threads} python -m asymprune.evaluate --model {params.model} --data-file {input.data}"
         " {params.limit} {params.settings}"
         " --tag size={wildcards.size} --tag dataset={wildcards.dataset}"
         " --tag variant={wildcards.variant}"

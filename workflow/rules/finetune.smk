@@ -1,29 +1,11 @@
 # Teacher fine-tuning (the e6d6 variant) and re-fine-tuning of layer-pruned models.
-import json
-import shlex
-
-
-def teacher_inputs(wc):
-    inputs = {"train": data_file(wc.dataset, "train"),
-              "validation": data_file(wc.dataset, "validation")}
-    if from_scratch(wc.size):
-        inputs["tokenizer"] = f"{RESULTS}/tokenizer/{wc.size}/{wc.dataset}/sidecar.json"
-    return inputs
-
-
-def teacher_model_flags(wc):
-    if from_scratch(wc.size):
-        fields = json.dumps(model_spec(wc.size)["init_config"], sort_keys=True)
-        return (f"--init-config {shlex.quote(fields)}"
-                f" --tokenizer {RESULTS}/tokenizer/{wc.size}/{wc.dataset}")
-    return f"--model {model_spec(wc.size)['name_or_path']}"
 
 
 rule finetune:
     input:
         unpack(teacher_inputs),
     output:
-        RESULTS + "/models/{size}/{dataset}/e6d6/model/sidecar.json",
+        f"{RESULTS}/models/{{size}}/{{dataset}}/e6d6/model/sidecar.json",
     params:
         launch=lambda wc: launcher(wc.size),
         model=teacher_model_flags,
@@ -32,9 +14,10 @@ rule finetune:
         out=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
         code=code("finetune"),
     log:
-        LOGS + "/finetune/{size}/{dataset}/e6d6.log",
+        f"{LOGS}/finetune/{{size}}/{{dataset}}/e6d6.log",
     retries: config["execution"]["retries"]
-    threads: 1
+    # the teacher runs alone (every later job needs it): on a CPU it gets every core
+    threads: lambda wc: workflow.cores if res(wc.size, "gpu") == 0 else 1
     resources:
         gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "nodes_gpus"),
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
@@ -42,7 +25,7 @@ rule finetune:
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
         batch_divisor=batch_divisor,
     shell:
-        "{params.launch} asymprune.finetune {params.model} --train-file {input.train}"
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune {params.model} --train-file {input.train}"
         " --validation-file {input.validation} {params.flags}"
         " --batch-divisor {resources.batch_divisor}"
         " --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"
@@ -50,11 +33,11 @@ rule finetune:
 
 rule refinetune:
     input:
-        pruned=RESULTS + "/models/{size}/{dataset}/{pvariant}/pruned/sidecar.json",
-        train=RESULTS + "/data/{dataset}/train.jsonl",
-        validation=RESULTS + "/data/{dataset}/validation.jsonl",
+        pruned=f"{RESULTS}/models/{{size}}/{{dataset}}/{{pvariant}}/pruned/sidecar.json",
+        train=f"{RESULTS}/data/{{dataset}}/train.jsonl",
+        validation=f"{RESULTS}/data/{{dataset}}/validation.jsonl",
     output:
-        RESULTS + "/models/{size}/{dataset}/{pvariant}/model/sidecar.json",
+        f"{RESULTS}/models/{{size}}/{{dataset}}/{{pvariant}}/model/sidecar.json",
     params:
         launch=lambda wc: launcher(wc.size),
         flags=training_flags(REFINETUNE),
@@ -63,7 +46,7 @@ rule refinetune:
         out=lambda wc: model_dir(wc.size, wc.dataset, wc.pvariant),
         code=code("finetune"),
     log:
-        LOGS + "/refinetune/{size}/{dataset}/{pvariant}.log",
+        f"{LOGS}/refinetune/{{size}}/{{dataset}}/{{pvariant}}.log",
     retries: config["execution"]["retries"]
     threads: 1
     resources:
@@ -73,7 +56,7 @@ rule refinetune:
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
         batch_divisor=batch_divisor,
     shell:
-        "{params.launch} asymprune.finetune --model {params.pruned} --train-file {input.train}"
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune --model {params.pruned} --train-file {input.train}"
         " --validation-file {input.validation} {params.flags}"
         " --batch-divisor {resources.batch_divisor}"
         " --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"

@@ -3,19 +3,19 @@
 
 rule prune_layers:
     input:
-        teacher=RESULTS + "/models/{size}/{dataset}/e6d6/model/sidecar.json",
+        teacher=f"{RESULTS}/models/{{size}}/{{dataset}}/e6d6/model/sidecar.json",
     output:
-        RESULTS + "/models/{size}/{dataset}/{pvariant}/pruned/sidecar.json",
+        f"{RESULTS}/models/{{size}}/{{dataset}}/{{pvariant}}/pruned/sidecar.json",
     params:
         teacher=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
         out=lambda wc: f"{RESULTS}/models/{wc.size}/{wc.dataset}/{wc.pvariant}/pruned",
         strategy=config["layer_selection"],
         code=code("prune_layers"),
     log:
-        LOGS + "/prune_layers/{size}/{dataset}/{pvariant}.log",
+        f"{LOGS}/prune_layers/{{size}}/{{dataset}}/{{pvariant}}.log",
     resources:
         gpu=0,
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
     shell:
-        "{PY} -m asymprune.prune_layers --model {params.teacher} --variant {wildcards.pvariant}"
+        "python -m asymprune.prune_layers --model {params.teacher} --variant {wildcards.pvariant}"
         " --strategy {params.strategy} --output {params.out} > {log} 2>&1"

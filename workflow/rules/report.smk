@@ -7,16 +7,16 @@ rule report:
         bench=bench_outputs(),
         bench_arch=bench_arch_outputs(),
     output:
-        REPORTS + "/DONE",
+        f"{REPORTS}/DONE",
     params:
-        outdir=REPORTS,
+        outdir=lambda wc, output: os.path.dirname(output[0]),
         bench=lambda wc, input: f"--bench {' '.join(input.bench)}" if input.bench else "",
         bench_arch=lambda wc, input: (f"--bench-arch {' '.join(input.bench_arch)}"
                                       if input.bench_arch else ""),
         code=code("report"),
     log:
-        LOGS + "/report.log",
+        f"{LOGS}/report.log",
     localrule: True
     shell:
-        "{PY} -m asymprune.report --eval {input.evals} {params.bench} {params.bench_arch}"
+        "python -m asymprune.report --eval {input.evals} {params.bench} {params.bench_arch}"
         " --out-dir {params.outdir} > {log} 2>&1 && touch {output}"
