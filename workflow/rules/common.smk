@@ -52,6 +52,7 @@ PRUNED_VARIANTS = [v for v in VARIANTS if v != "e6d6"]
 if "e6d6" not in VARIANTS:
     # every table is relative to the unpruned teacher
     raise WorkflowError("config key variants: must include e6d6 (the baseline every table compares to)")
+SPLITS = ("train", "validation", "test")
 BENCH = config["benchmark"]
 BENCH_DEVICE = BENCH["device"]
 REFINETUNE = {**config["finetune"], **config["refinetune"]}
@@ -146,7 +147,9 @@ def data_flags(dataset):
     flags = [f"--kind {spec['kind']}", f"--source-prefix {config['data']['source_prefix']!r}",
              f"--empty-policy {config['data']['empty_policy']}"]
     if spec["kind"] == "generated":
-        flags += [f"--num-samples {s}={n}" for s, n in spec["num_samples"].items()]
+        # fixed split order: params must not change with the key order of a config file
+        flags += [f"--num-samples {s}={spec['num_samples'][s]}" for s in SPLITS
+                  if s in spec["num_samples"]]
         flags.append(f"--seed {spec['seed']}")
     else:
         flags += [f"--path {spec['path']!r}", f"--format {spec['format']}",
@@ -156,8 +159,9 @@ def data_flags(dataset):
             flags.append(f"--name {spec['name']!r}")
         if spec["id_column"]:
             flags.append(f"--id-column {spec['id_column']!r}")
-        flags += [f"--split {s}={f!r}" for s, f in spec.get("files", {}).items()]
-    flags += [f"--max-samples {s}={n}" for s, n in spec["max_samples"].items() if n]
+        flags += [f"--split {s}={spec['files'][s]!r}" for s in SPLITS if s in spec.get("files", {})]
+    flags += [f"--max-samples {s}={spec['max_samples'][s]}" for s in SPLITS
+              if spec["max_samples"].get(s)]
     return " ".join(flags)
 
 
