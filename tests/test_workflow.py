@@ -16,6 +16,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 MICRO = yaml.safe_load((REPO / "configs/micro.yaml").read_text())
+MICRO_MODELS = MICRO["variants"] + MICRO["nash"]["variants"]  # every model that is evaluated
 
 
 def snakemake(*args, cwd=REPO, env=None, timeout=900):
@@ -60,6 +61,8 @@ def test_paper_grid_dry_run_counts(tmp_path):
     assert counts["finetune"] == 9  # 3 sizes x 3 data sets
     assert counts["prune_layers"] == 135  # x 15 pruned variants
     assert counts["refinetune"] == 135
+    assert n_nash == 27  # NASH-2/3/4 at 30 % for each size and data set
+    assert counts["nash_finetune"] == 27
     assert counts["evaluate"] == 144 + n_nash  # x 16 variants (+ NASH models)
     assert counts["benchmark"] == 144 + n_nash
     assert counts["benchmark_arch"] == 48  # 3 FLAN-T5 architectures x 16 variants
@@ -137,7 +140,7 @@ def test_micro_preset_end_to_end(micro_run):
     assert (reports / "DONE").exists()
     assert list((reports / "tables").glob("*.csv")) and list((reports / "figures").glob("*.png"))
     results = micro_run / "results/micro"
-    for variant in MICRO["variants"]:
+    for variant in MICRO_MODELS:
         assert (results / f"eval/micro/news/{variant}.json").exists()
         assert (results / f"bench/cpu/micro/news/{variant}.json").exists()
     rc, out = dry(micro_run, REPO / "configs/micro.yaml")
@@ -150,7 +153,7 @@ def test_changing_an_evaluation_setting_reruns_evaluation_and_report_only(micro_
     rc, out = dry(micro_run, write_config(tmp_path / "eval.yaml", cfg))
     assert rc == 0, out
     counts = job_counts(out)
-    assert counts.pop("evaluate") == len(MICRO["variants"])
+    assert counts.pop("evaluate") == len(MICRO_MODELS)
     assert counts.pop("report") == 1
     counts.pop("all", None)
     assert counts == {}, counts
@@ -168,7 +171,7 @@ def _copy_of_the_code(tmp_path) -> tuple[Path, dict]:
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("evaluate.py", {"evaluate": 4, "report": 1}),
+    ("evaluate.py", {"evaluate": 5, "report": 1}),
     # pruning code: 3 pruned variants are pruned, re-fine-tuned, evaluated and benchmarked
     # again; the teacher (e6d6), its data and tokenizer are untouched
     ("prune_layers.py", {"prune_layers": 3, "refinetune": 3, "evaluate": 3, "benchmark": 3,

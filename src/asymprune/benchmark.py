@@ -40,7 +40,8 @@ from asymprune.artifacts import read_jsonl
 from asymprune.flan_t5 import SIZES, flan_t5_config
 from asymprune.generation import generate
 from asymprune.layers import SIXTHS_STRATEGIES, parse_variant
-from asymprune.modeling import DTYPES, count_parameters, load_model, load_tokenizer
+from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
+                                resolve_device)
 from asymprune.provenance import make_sidecar, write_json
 
 log = logging.getLogger("asymprune.benchmark")
@@ -134,14 +135,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.data_file is not None and not args.data_file.is_file():
         p.error(f"--data-file {args.data_file} does not exist")
     return args
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def device_name(device: torch.device) -> str:

@@ -22,7 +22,8 @@ import torch
 from asymprune import rouge
 from asymprune.artifacts import read_jsonl, write_jsonl
 from asymprune.generation import generate
-from asymprune.modeling import DTYPES, count_parameters, load_model, load_tokenizer
+from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
+                                resolve_device)
 from asymprune.provenance import make_sidecar, read_json, write_json
 
 COLUMNS = ("id", "source", "target")
@@ -87,14 +88,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if len(set(keys)) != len(keys):
         p.error(f"--tag: a key is given twice in {keys}")
     return args
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def load_rows(path: Path, max_samples: int | None) -> list[dict]:

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -33,7 +32,8 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
 from transformers.trainer_utils import get_last_checkpoint
 
 from asymprune.artifacts import atomic_dir
-from asymprune.modeling import count_parameters, load_model, load_tokenizer
+from asymprune.checkpoints import discard_stale, fingerprint
+from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.provenance import make_sidecar, read_json, write_json
 
 log = logging.getLogger("asymprune.finetune")
@@ -134,20 +134,9 @@ def batch_plan(effective: int, per_device: int, divisor: int, world_size: int) -
     return per_device, effective // per_step
 
 
-def checkpoint_fingerprint(args: argparse.Namespace) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
-            if k not in FINGERPRINT_EXCLUDE}
-
-
-def prepare_checkpoint_dir(ckpt: Path, fingerprint: dict) -> str | None:
-    """Newest resumable checkpoint, after discarding checkpoints of other settings."""
-    ckpt.mkdir(parents=True, exist_ok=True)
-    fp_file = ckpt / "fingerprint.json"
-    if fp_file.exists() and read_json(fp_file) != fingerprint:
-        log.warning("checkpoints in %s were written with other settings; starting over", ckpt)
-        for child in ckpt.glob("checkpoint-*"):
-            shutil.rmtree(child)
-    write_json(fp_file, fingerprint)
+def prepare_checkpoint_dir(ckpt: Path, fp: dict) -> str | None:
+    """Newest resumable Trainer checkpoint, after discarding those of other settings or code."""
+    discard_stale(ckpt, fp, "checkpoint-*")
     last = get_last_checkpoint(str(ckpt))
     if last:
         log.info("resuming from %s", last)
@@ -194,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--init-config (training from scratch) needs --tokenizer")
     if args.learning_rate <= 0:
         raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
-    use_cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda given but torch sees no CUDA device")
+    use_cuda = resolve_device(args.device).type == "cuda"
     if args.precision == "fp16" and not use_cuda:
         raise ValueError("--precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
 
@@ -209,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     train_ds = tokenized(args.train_file, tokenizer, args, args.max_train_samples)
     eval_ds = (tokenized(args.validation_file, tokenizer, args, args.max_eval_samples)
                if args.validation_file else None)
-    resume = prepare_checkpoint_dir(args.checkpoint_dir, checkpoint_fingerprint(args))
+    resume = prepare_checkpoint_dir(args.checkpoint_dir,
+                                    fingerprint(args, FINGERPRINT_EXCLUDE, "finetune"))
 
     targs = Seq2SeqTrainingArguments(
         output_dir=str(args.checkpoint_dir),

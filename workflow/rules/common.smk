@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from asymprune import layers
+from asymprune.nash.variants import parse_variant_id
 from asymprune.provenance import stage_code_hash
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -52,6 +53,11 @@ PRUNED_VARIANTS = [v for v in VARIANTS if v != "e6d6"]
 if "e6d6" not in VARIANTS:
     # every table is relative to the unpruned teacher
     raise WorkflowError("config key variants: must include e6d6 (the baseline every table compares to)")
+NASH_VARIANTS = []
+if config["nash"]["enabled"]:
+    NASH_VARIANTS = list(config["nash"]["variants"])
+    if config["nash"]["ablations"]:
+        NASH_VARIANTS += [v for v in config["nash"]["ablation_variants"] if v not in NASH_VARIANTS]
 SPLITS = ("train", "validation", "test")
 BENCH = config["benchmark"]
 BENCH_DEVICE = BENCH["device"]
@@ -63,6 +69,7 @@ wildcard_constraints:
     variant=r"e[1-6]d[1-6]|nash-[a-z0-9-]+",
     # the 15 pruned depth variants: e6d6 is the teacher itself, made by rule finetune
     pvariant=r"e[1-5]d[1-6]|e6d[1-5]",
+    nvariant=r"nash-[a-z0-9-]+",
 
 
 envvars:
@@ -72,7 +79,6 @@ envvars:
 # Rules call `python -m asymprune.<stage>`: the environment running Snakemake runs the stages
 # too, whether or not it is activated (jobs inherit PATH, also on SLURM with --export=ALL).
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-NASH_VARIANTS = []  # nash.smk fills this in when NASH is enabled
 
 
 def code(stage):
@@ -179,6 +185,26 @@ def teacher_model_flags(wc):
         return (f"--init-config {shlex.quote(fields)}"
                 f" --tokenizer {RESULTS}/tokenizer/{wc.size}/{wc.dataset}")
     return f"--model {model_spec(wc.size)['name_or_path']}"
+
+
+def nash_variant_args(variant):
+    """The `python -m asymprune.nash` flags a NASH variant id fixes (ids validated by the schema)."""
+    return parse_variant_id(variant).cli_args()
+
+
+def nash_train_flags(t):
+    """CLI flags of asymprune.nash for the nash.train config block."""
+    return (f"--epochs {t['epochs']} --max-steps {t['max_steps']} --batch-size {t['batch_size']}"
+            f" --grad-accum {t['grad_accum']} --learning-rate {t['learning_rate']}"
+            f" --reg-learning-rate {t['reg_learning_rate']}"
+            f" --gate-init-droprate {t['gate_init_droprate']} --kl-direction {t['kl_direction']}"
+            f" --sparsity-warmup-fraction {t['sparsity_warmup_fraction']}"
+            f" --distill-enc {t['distill_enc']} --distill-dec {t['distill_dec']}"
+            f" --max-source-length {t['max_source_length']}"
+            f" --max-target-length {t['max_target_length']}"
+            f" --max-eval-samples {t['max_eval_samples']} --precision {t['precision']}"
+            f" --seed {t['seed']} --save-steps {t['save_steps']}"
+            f" --logging-steps {t['logging_steps']}")
 
 
 def local_data_problems():

@@ -1,1 +1,65 @@
-# NASH: narrow encoder (L0 heads/FFN units) + shallow decoder (uniform blocks). Wired in later.
+# NASH (Ko et al.): shallow decoder (uniform block selection) + narrow encoder (L0 gates on
+# heads and FFN units, Lagrangian sparsity target), trained with KL + hidden-state
+# distillation from the teacher, physically pruned; then fine-tuned like every other variant.
+NASH_FINETUNE = {**config["finetune"], **config["nash"]["finetune"]}
+
+
+rule nash:
+    input:
+        teacher=f"{RESULTS}/models/{{size}}/{{dataset}}/e6d6/model/sidecar.json",
+        train=f"{RESULTS}/data/{{dataset}}/train.jsonl",
+        validation=f"{RESULTS}/data/{{dataset}}/validation.jsonl",
+    output:
+        f"{RESULTS}/models/{{size}}/{{dataset}}/{{nvariant}}/pruned/sidecar.json",
+    params:
+        launch=lambda wc: launcher(wc.size),
+        teacher=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
+        variant=lambda wc: " ".join(nash_variant_args(wc.nvariant)),
+        flags=nash_train_flags(config["nash"]["train"]),
+        ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "nash"),
+        out=lambda wc, output: os.path.dirname(output[0]),
+        code=code("nash"),
+    log:
+        f"{LOGS}/nash/{{size}}/{{dataset}}/{{nvariant}}.log",
+    retries: config["execution"]["retries"]
+    threads: 1
+    resources:
+        gpu=lambda wc: res(wc.size, "gpu"),
+        mem_mb=lambda wc: res(wc.size, "mem_mb"),
+        runtime=lambda wc: res(wc.size, "runtime"),
+        cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.nash --teacher {params.teacher}"
+        " {params.variant} --train-file {input.train} --validation-file {input.validation}"
+        " {params.flags} --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"
+
+
+rule nash_finetune:
+    input:
+        pruned=f"{RESULTS}/models/{{size}}/{{dataset}}/{{nvariant}}/pruned/sidecar.json",
+        train=f"{RESULTS}/data/{{dataset}}/train.jsonl",
+        validation=f"{RESULTS}/data/{{dataset}}/validation.jsonl",
+    output:
+        f"{RESULTS}/models/{{size}}/{{dataset}}/{{nvariant}}/model/sidecar.json",
+    params:
+        launch=lambda wc: launcher(wc.size),
+        flags=training_flags(NASH_FINETUNE),
+        pruned=lambda wc, input: os.path.dirname(input.pruned),
+        ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "finetune"),
+        out=lambda wc, output: os.path.dirname(output[0]),
+        code=code("finetune"),
+    log:
+        f"{LOGS}/nash_finetune/{{size}}/{{dataset}}/{{nvariant}}.log",
+    retries: config["execution"]["retries"]
+    threads: 1
+    resources:
+        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "nodes_gpus"),
+        mem_mb=lambda wc: res(wc.size, "mem_mb"),
+        runtime=lambda wc: res(wc.size, "runtime"),
+        cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
+        batch_divisor=batch_divisor,
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune --model {params.pruned}"
+        " --train-file {input.train} --validation-file {input.validation} {params.flags}"
+        " --batch-divisor {resources.batch_divisor}"
+        " --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"

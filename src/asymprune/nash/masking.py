@@ -1,0 +1,115 @@
+"""Gate parameters for a T5 encoder and the hooks that apply masks to it.
+
+A head mask multiplies the head's slice of the input of the output projection ``o`` (the
+concatenated per-head attention outputs, (batch, seq, heads * d_kv)): z_head * Att_h W_O^h,
+NASH's MHA formula. An FFN mask multiplies the input of ``wo`` (GELU(x W_0) * (x W_1), or
+ReLU(x W_i)): FFN(x) = act(...) diag(z_int) W_2. Forward pre-hooks leave the T5 modules
+untouched, so the masked student is an ordinary T5 (same weights as the physically pruned one).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from asymprune.nash import gates
+from asymprune.nash.params import EncoderDims
+
+
+class EncoderGates(nn.Module):
+    """log_alpha for every encoder head, (layers, heads), and every FFN unit, (layers, d_ff)."""
+
+    def __init__(self, dims: EncoderDims, init_droprate: float = 0.5, init_std: float = 0.01,
+                 temperature: float = gates.TEMPERATURE):
+        super().__init__()
+        self.dims = dims
+        self.temperature = temperature
+        mean = gates.init_log_alpha(init_droprate)
+        self.head_log_alpha = nn.Parameter(torch.empty(dims.n_layers, dims.n_heads))
+        self.ffn_log_alpha = nn.Parameter(torch.empty(dims.n_layers, dims.d_ff))
+        with torch.no_grad():
+            for p in (self.head_log_alpha, self.ffn_log_alpha):
+                p.normal_(mean, init_std)
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training masks: one hard-concrete sample per unit (shared by the batch)."""
+        return tuple(gates.sample_gates(la, gates.uniform_noise(la.shape, device=la.device),
+                                        self.temperature)
+                     for la in (self.head_log_alpha, self.ffn_log_alpha))
+
+    def expected_sparsity(self) -> torch.Tensor:
+        return gates.expected_sparsity(self.head_log_alpha, self.ffn_log_alpha, self.dims,
+                                       self.temperature)
+
+    @torch.no_grad()
+    def deterministic(self, target: float, tolerance: float):
+        """(kept head indices per layer, kept FFN unit indices per layer, info)."""
+        d, n = self.dims, self.dims.n_layers
+        groups = [self.head_log_alpha[i].float().cpu() for i in range(n)] + \
+                 [self.ffn_log_alpha[i].float().cpu() for i in range(n)]
+        sizes = [d.head_params] * n + [d.ffn_unit_params] * n
+        masks, info = gates.deterministic_masks(groups, sizes, d.full_params(), target,
+                                                tolerance, self.temperature)
+        kept = [[j for j, keep in enumerate(m) if keep] for m in masks]
+        return kept[:n], kept[n:], info
+
+
+def masks_from_indices(kept_heads, kept_units, dims: EncoderDims, device=None):
+    """Binary (layers, heads) and (layers, d_ff) masks from kept index lists."""
+    head_z = torch.zeros(dims.n_layers, dims.n_heads, device=device)
+    ffn_z = torch.zeros(dims.n_layers, dims.d_ff, device=device)
+    for i, (h, u) in enumerate(zip(kept_heads, kept_units)):
+        head_z[i, list(h)] = 1.0
+        ffn_z[i, list(u)] = 1.0
+    return head_z, ffn_z
+
+
+class EncoderMasks:
+    """Forward pre-hooks on every encoder layer's ``o`` and ``wo``; ``set`` the masks before a
+    forward pass, ``clear`` to run unmasked, ``remove`` to detach the hooks."""
+
+    def __init__(self, model, dims: EncoderDims):
+        if len(model.encoder.block) != dims.n_layers:
+            raise ValueError(f"{dims.n_layers} gated layers but the encoder has "
+                             f"{len(model.encoder.block)} blocks")
+        self.d_kv = dims.d_kv
+        self.head_z: torch.Tensor | None = None
+        self.ffn_z: torch.Tensor | None = None
+        self._handles = []
+        for i, block in enumerate(model.encoder.block):
+            attn = block.layer[0].SelfAttention
+            ff = block.layer[-1].DenseReluDense
+            if attn.o.in_features != dims.n_heads * dims.d_kv or ff.wo.in_features != dims.d_ff:
+                raise ValueError(f"encoder layer {i} is already width-pruned; gates need the "
+                                 f"full {dims.n_heads} heads and {dims.d_ff} FFN units")
+            self._handles.append(attn.o.register_forward_pre_hook(self._head_hook(i)))
+            self._handles.append(ff.wo.register_forward_pre_hook(self._ffn_hook(i)))
+
+    def set(self, head_z: torch.Tensor, ffn_z: torch.Tensor) -> None:
+        self.head_z, self.ffn_z = head_z, ffn_z
+
+    def clear(self) -> None:
+        self.head_z = self.ffn_z = None
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _head_hook(self, layer: int):
+        def hook(module, args):
+            if self.head_z is None:
+                return None
+            x = args[0]
+            # one gate per head, repeated over its d_kv output features: (heads * d_kv,)
+            z = self.head_z[layer].repeat_interleave(self.d_kv).to(x.dtype)
+            return (x * z,) + tuple(args[1:])
+        return hook
+
+    def _ffn_hook(self, layer: int):
+        def hook(module, args):
+            if self.ffn_z is None:
+                return None
+            x = args[0]
+            return (x * self.ffn_z[layer].to(x.dtype),) + tuple(args[1:])
+        return hook
