@@ -1,0 +1,139 @@
+"""Run a command pinned to its own free GPU(s): ``python -m asymprune.gpu_slots -- CMD ...``.
+
+Snakemake counts a ``gpu`` resource but never says *which* GPU a job gets (its issue #281):
+with ``--resources gpu=4`` four jobs all start on GPU 0. This wrapper takes a lock per GPU
+(an exclusive ``flock`` on ``<lock-dir>/gpu<ID>.lock``), sets ``CUDA_VISIBLE_DEVICES`` to the
+GPUs it holds, runs the command, and holds the locks until the command ends. The kernel drops
+a flock when its holder dies, so a crashed or SIGKILLed job never leaks its GPU; the child is
+asked to die with the wrapper (Linux ``PR_SET_PDEATHSIG``), so no orphan keeps using a GPU
+whose lock is gone.
+
+GPUs to choose from: ``--gpus N`` (ids 0..N-1), or ``auto``: the ids in CUDA_VISIBLE_DEVICES
+when a scheduler set it (SLURM does, per job), else one per line of ``nvidia-smi -L``. With no
+GPU at all the command runs unpinned (a CPU machine), said on stderr.
+
+Stdlib only, no torch: it starts before the job and must not touch CUDA itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def default_lock_dir() -> Path:
+    user = os.environ.get("USER") or str(os.getuid())
+    return Path(os.environ.get("ASYMPRUNE_GPU_LOCK_DIR", f"/tmp/asymprune-gpu-locks-{user}"))
+
+
+def visible_gpus(spec: str) -> list[str]:
+    """GPU ids this machine (or this scheduler allocation) offers."""
+    if spec != "auto":
+        n = int(spec)
+        if n < 0:
+            raise ValueError(f"--gpus must be >= 0 or auto, got {spec}")
+        return [str(i) for i in range(n)]
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def try_acquire(ids: list[str], k: int, lock_dir: Path) -> tuple[list[str], list[int]] | None:
+    """Lock k free GPUs at once, or none: holding a partial set could deadlock two jobs."""
+    held_ids, fds = [], []
+    for gid in ids:
+        fd = os.open(lock_dir / f"gpu{gid}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        held_ids.append(gid)
+        fds.append(fd)
+        if len(held_ids) == k:
+            return held_ids, fds
+    for fd in fds:
+        os.close(fd)  # closing the descriptor drops its flock
+    return None
+
+
+def acquire(ids: list[str], k: int, lock_dir: Path, poll_s: float) -> tuple[list[str], list[int]]:
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        got = try_acquire(ids, k, lock_dir)
+        if got:
+            return got
+        if not waited:
+            print(f"gpu_slots: all of GPUs {ids} are busy; waiting for {k} to free up",
+                  file=sys.stderr, flush=True)
+            waited = True
+        time.sleep(poll_s)
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the lock is still released; the child may outlive the wrapper
+
+
+def run(cmd: list[str], env: dict[str, str]) -> int:
+    child = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+    # SLURM sends SIGTERM before a pre-emption kill: the training job must get it to save.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+    rc = child.wait()
+    return 128 - rc if rc < 0 else rc  # killed by signal N -> 128 + N, as a shell reports it
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m asymprune.gpu_slots", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpus", default="auto", help="number of GPUs to share, or auto")
+    p.add_argument("--gpus-per-job", type=int, default=1, help="GPUs this command needs")
+    p.add_argument("--lock-dir", type=Path, default=None,
+                   help="one lock file per GPU (default $ASYMPRUNE_GPU_LOCK_DIR or "
+                        "/tmp/asymprune-gpu-locks-$USER); share it between runs of one machine")
+    p.add_argument("--poll-seconds", type=float, default=5.0, help="wait between tries when busy")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command")
+    args = p.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        p.error("no command given (put it after --)")
+    if args.gpus_per_job < 1:
+        p.error("--gpus-per-job must be >= 1")
+    ids = visible_gpus(args.gpus)
+    env = dict(os.environ)
+    if not ids:
+        print("gpu_slots: no GPU found; running unpinned", file=sys.stderr, flush=True)
+        return run(cmd, env)
+    if args.gpus_per_job > len(ids):
+        p.error(f"--gpus-per-job {args.gpus_per_job} but only GPUs {ids} exist")
+    held, fds = acquire(ids, args.gpus_per_job, args.lock_dir or default_lock_dir(),
+                        args.poll_seconds)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(held)
+    print(f"gpu_slots: running on GPU {env['CUDA_VISIBLE_DEVICES']}", file=sys.stderr, flush=True)
+    try:
+        return run(cmd, env)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

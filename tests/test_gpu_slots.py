@@ -1,0 +1,121 @@
+"""The GPU slot allocator, without GPUs: fake counts, real processes, real locks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from asymprune import gpu_slots
+
+# A job that records its CUDA_VISIBLE_DEVICES, then runs until its stop file appears.
+JOB = r"""
+import os, signal, sys, time, pathlib
+out = pathlib.Path(sys.argv[1])
+def on_term(signum, frame):
+    out.with_suffix(".term").write_text("term")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, on_term)
+out.write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+while not out.with_suffix(".stop").exists():
+    time.sleep(0.05)
+sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+"""
+
+
+def start(tmp_path: Path, name: str, *opts: str, rc: int = 0) -> tuple[subprocess.Popen, Path]:
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    out = tmp_path / f"{name}.gpu"
+    env = dict(os.environ)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.Popen([sys.executable, "-m", "asymprune.gpu_slots", "--lock-dir",
+                             str(tmp_path / "locks"), "--poll-seconds", "0.1", *opts, "--",
+                             sys.executable, str(job), str(out), str(rc)], env=env)
+    return proc, out
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def stop(out: Path) -> None:
+    out.with_suffix(".stop").write_text("")
+
+
+def test_visible_gpus(monkeypatch):
+    assert gpu_slots.visible_gpus("3") == ["0", "1", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")  # a scheduler's allocation is respected
+    assert gpu_slots.visible_gpus("auto") == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert gpu_slots.visible_gpus("auto") == []
+
+
+def test_concurrent_jobs_get_different_gpus_and_a_third_waits(tmp_path):
+    a, out_a = start(tmp_path, "a", "--gpus", "2")
+    b, out_b = start(tmp_path, "b", "--gpus", "2")
+    ids = {wait_for(out_a), wait_for(out_b)}
+    assert ids == {"0", "1"}
+    c, out_c = start(tmp_path, "c", "--gpus", "2")
+    time.sleep(1.0)
+    assert not out_c.exists()  # both GPUs are held: the third job waits
+    stop(out_a)
+    assert a.wait(timeout=30) == 0
+    assert wait_for(out_c) == out_a.read_text()  # it takes the GPU that was freed
+    for out, proc in ((out_b, b), (out_c, c)):
+        stop(out)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_a_killed_job_releases_its_gpu(tmp_path):
+    a, out_a = start(tmp_path, "a", "--gpus", "1")
+    assert wait_for(out_a) == "0"
+    b, out_b = start(tmp_path, "b", "--gpus", "1")
+    time.sleep(0.5)
+    assert not out_b.exists()
+    a.send_signal(signal.SIGKILL)  # no cleanup code runs: the kernel drops the flock
+    a.wait(timeout=30)
+    assert wait_for(out_b) == "0"
+    stop(out_b)
+    assert b.wait(timeout=30) == 0
+
+
+def test_sigterm_is_forwarded_and_return_codes_propagate(tmp_path):
+    a, out_a = start(tmp_path, "a", "--gpus", "1")
+    wait_for(out_a)
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(timeout=30) == 143  # the job's own exit code after its SIGTERM handler
+    assert out_a.with_suffix(".term").read_text() == "term"
+    b, out_b = start(tmp_path, "b", "--gpus", "1", rc=3)
+    wait_for(out_b)
+    stop(out_b)
+    assert b.wait(timeout=30) == 3
+
+
+def test_multi_gpu_jobs_take_their_gpus_together(tmp_path):
+    a, out_a = start(tmp_path, "a", "--gpus", "4", "--gpus-per-job", "2")
+    b, out_b = start(tmp_path, "b", "--gpus", "4", "--gpus-per-job", "2")
+    got = sorted([wait_for(out_a), wait_for(out_b)])
+    assert got == ["0,1", "2,3"]
+    for out, proc in ((out_a, a), (out_b, b)):
+        stop(out)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_no_gpu_runs_unpinned(tmp_path):
+    a, out_a = start(tmp_path, "a", "--gpus", "0")
+    assert wait_for(out_a) == "<unset>"
+    stop(out_a)
+    assert a.wait(timeout=30) == 0
+    with pytest.raises(SystemExit):
+        gpu_slots.main(["--gpus", "1", "--gpus-per-job", "2", "--", "true"])
