@@ -23,11 +23,21 @@ R2 = {"e6d6": 20.0, "e6d3": 18.0, "e3d6": 17.0, "e3d3": 15.0, "e6d1": 12.0, "nas
 MS_BS1 = {"e6d6": 100.0, "e6d3": 40.0, "e3d6": 90.0, "e3d3": 35.0, "e6d1": 20.0, "nash-d3": 45.0}
 
 
+# What the NASH stage records (reached 30.5 % against a 30 % target), as the eval sidecar
+# embeds it: model_sidecar (final fine-tune) -> parent (the NASH stage).
+NASH_SIDECAR = {"stage": "nash", "target_sparsity": 0.3, "reached_sparsity": 0.305,
+                "expected_sparsity_final": 0.31, "kept": {"decoder_blocks": [0, 2, 5]},
+                "parameters": {"pruned": 1234}}
+
+
 def eval_json(size, dataset, variant, scale=1.0):
     r2 = R2[variant] * scale
-    return {"stage": "evaluate", "args": {}, "size": size, "dataset": dataset, "variant": variant,
-            "metrics": {"rouge1": r2 + 20, "rouge2": r2, "rougeL": r2 + 10,
-                        "rougeLsum": r2 + 15, "gen_len": 50.0 + LAYERS[variant][1]}}
+    out = {"stage": "evaluate", "args": {}, "size": size, "dataset": dataset, "variant": variant,
+           "metrics": {"rouge1": r2 + 20, "rouge2": r2, "rougeL": r2 + 10,
+                       "rougeLsum": r2 + 15, "gen_len": 50.0 + LAYERS[variant][1]}}
+    if variant.startswith("nash-"):
+        out["model_sidecar"] = {"stage": "finetune", "parent": NASH_SIDECAR}
+    return out
 
 
 def bench_json(size, dataset, variant, modes=("fixed", "natural"), scale=1.0):
@@ -144,8 +154,9 @@ def test_report_tables_and_figures(tmp_path):
     side = json.loads((out / "report.json").read_text())
     assert side["stage"] == "report"
     assert "figures/fig1_quality_vs_speedup_cpu_fixed.png" in side["files"]
-    # tables: 2 retention + 4 detail + 8 speed + 2 summary + 1 arch; figures: 2 + 2 + 2 + 1
-    assert len(side["files"]) == 2 * (2 + 4 + 8 + 2 + 1) + 2 * (2 + 2 + 2 + 1)
+    # tables: 2 retention + 4 detail + 4 nash + 8 speed + 2 summary + 1 arch (csv and md);
+    # figures: 2 + 2 + 2 + 1 (png and pdf)
+    assert len(side["files"]) == 2 * (2 + 4 + 4 + 8 + 2 + 1) + 2 * (2 + 2 + 2 + 1)
 
 
 def test_missing_eval_baseline_is_an_error(tmp_path):
@@ -203,3 +214,23 @@ def test_retention_against_a_zero_baseline_is_undefined_not_a_number_made_up():
     assert math.isnan(tables.retention(3.0, 0.0))
     assert math.isnan(tables.impact(3.0, 0.0))
     assert tables.retention(18.0, 20.0) == 90.0
+
+
+def test_nash_table_puts_reached_sparsity_next_to_the_target(tmp_path):
+    out = run_report(tmp_path, write_inputs(tmp_path))
+    r = row(out / "tables" / "nash_small_cnndm.csv", "nash-d3")
+    assert r["target sparsity (%)"] == pytest.approx(30.0)
+    assert r["reached sparsity (%)"] == pytest.approx(30.5)
+    assert r["gates' expected sparsity (%)"] == pytest.approx(31.0)
+    assert r["R-2 impact (%)"] == pytest.approx(-5.0)  # 19.0 vs 20.0
+    assert r["decoder blocks"] == "0 2 5"
+
+
+def test_nash_eval_without_the_nash_sidecar_is_an_error(tmp_path):
+    files = write_inputs(tmp_path)
+    nash_file = next(f for f in files["eval"] if f.endswith("nash-d3.json"))
+    obj = json.loads(open(nash_file).read())
+    del obj["model_sidecar"]
+    open(nash_file, "w").write(json.dumps(obj))
+    with pytest.raises(ValueError, match="without the NASH stage's sidecar"):
+        run_report(tmp_path, files)

@@ -41,7 +41,7 @@ from asymprune.provenance import make_sidecar, read_json, write_json
 
 log = logging.getLogger("asymprune.report")
 
-TABLE_PREFIXES = ("retention_", "detail_", "speed_", "speedup_summary_", "arch_speed_")
+TABLE_PREFIXES = ("retention_", "detail_", "nash_", "speed_", "speedup_summary_", "arch_speed_")
 FIGURE_PREFIXES = ("fig1_", "fig3_", "fig5_")
 
 GROUP_STYLE = {  # colormap, marker and legend label of each kind of variant
@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     base = args.baseline
     T.variant_key(base)
 
-    ev = T.eval_frame(_load(args.eval)) if args.eval else None
+    eval_records = _load(args.eval)
+    ev = T.eval_frame(eval_records) if args.eval else None
     bench = T.bench_frame(_load(args.bench)) if args.bench else None
     arch = T.bench_frame(_load(args.bench_arch), with_dataset=False) if args.bench_arch else None
 
@@ -342,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             tabs[f"retention_{dataset}"] = t
         for (size, dataset), t in T.detail_tables(ev, base, bench).items():
             tabs[f"detail_{size}_{dataset}"] = t
+        for (size, dataset), t in T.nash_tables(eval_records, ev, base).items():
+            tabs[f"nash_{size}_{dataset}"] = t
     if bench is not None:
         sp = T.speed_frame(ev, bench, base)
         for (device, mode, size, dataset), t in T.speed_tables(sp).items():

@@ -123,6 +123,46 @@ def eval_frame(records: list[Record]) -> pd.DataFrame:
     return _finish(pd.DataFrame(rows, columns=["size", "dataset", "variant", "file", *METRICS]))
 
 
+def nash_tables(records: list[Record], ev: pd.DataFrame,
+                baseline: str = "e6d6") -> dict[tuple[str, str], pd.DataFrame]:
+    """NASH per size x dataset: target vs reached encoder sparsity, R-2 and its impact.
+
+    The eval sidecar embeds the final model's sidecar (``model_sidecar``, from the final
+    fine-tune), whose ``parent`` is the NASH stage's sidecar: the sparsity figures come from
+    there, as the NASH stage measured them on the physically pruned encoder.
+    """
+    rows = []
+    for path, obj in records:
+        variant = obj.get("variant", "")
+        if not str(variant).startswith("nash-"):
+            continue
+        nash = (obj.get("model_sidecar") or {}).get("parent") or {}
+        if nash.get("stage") != "nash":
+            raise ValueError(f"{path}: NASH variant {variant} without the NASH stage's sidecar "
+                             f"under model_sidecar.parent")
+        rows.append({
+            "size": obj["size"], "dataset": obj["dataset"], "variant": variant,
+            "decoder blocks": " ".join(map(str, nash["kept"]["decoder_blocks"])),
+            "target sparsity (%)": 100 * _number(path, "target_sparsity", nash["target_sparsity"]),
+            "reached sparsity (%)": 100 * _number(path, "reached_sparsity",
+                                                  nash["reached_sparsity"]),
+            "gates' expected sparsity (%)": 100 * _number(
+                path, "expected_sparsity_final", nash["expected_sparsity_final"]),
+            "params": nash["parameters"]["pruned"],
+        })
+    out = {}
+    for (size, dataset), g in pd.DataFrame(rows).groupby(["size", "dataset"], sort=True) \
+            if rows else []:
+        d = ev[(ev["size"] == size) & (ev["dataset"] == dataset)]
+        base = _baseline_row(d, baseline, f"eval for size {size}, dataset {dataset}")
+        r2 = d.set_index("variant")["rouge2"]
+        table = g.sort_values("variant").drop(columns=["size", "dataset"]).reset_index(drop=True)
+        table["R-2"] = table["variant"].map(r2).to_numpy()
+        table["R-2 impact (%)"] = [impact(v, base["rouge2"]) for v in table["R-2"]]
+        out[(size, dataset)] = table
+    return out
+
+
 def bench_frame(records: list[Record], *, with_dataset: bool = True) -> pd.DataFrame:
     """One row per (bench JSON, result): labels, layer counts, params and latency stats."""
     rows, seen = [], {}
