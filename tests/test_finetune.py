@@ -141,3 +141,21 @@ def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes(news_dir, tiny_tokeni
 def test_sigkill_loses_at_most_one_checkpoint_interval(news_dir, tiny_tokenizer_dir, tmp_path):
     saved = _interrupt_and_resume(news_dir, tiny_tokenizer_dir, tmp_path, signal.SIGKILL)
     assert saved[-1] >= 3
+
+
+def test_two_process_ddp_keeps_the_effective_batch(news_dir, tiny_tokenizer_dir, tmp_path):
+    """The multi-GPU switch (torch.distributed.run), run for real on CPU with the gloo backend."""
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "asymprune.finetune", *argv(news_dir, tiny_tokenizer_dir, out, tmp_path / "ck",
+                                            "--max-steps", "3", "--per-device-batch-size", "4",
+                                            "--device", "cpu")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    side = json.loads((out / "sidecar.json").read_text())
+    # 4 per device x 2 accumulation x 2 processes = 16 = --effective-batch-size
+    assert side["batch"] == {"effective": 16, "per_device": 4, "accumulation": 2,
+                             "world_size": 2, "batch_divisor": 1}
+    assert side["metrics"]["global_step"] == 3

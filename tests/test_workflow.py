@@ -202,3 +202,26 @@ def test_lint_reports_nothing_but_the_accepted_lint(configfile):
     titles = {re.sub(r" in line \d+", "", m.group(1)).rstrip(":.") + "."
               for m in re.finditer(r"^\s+\* (.+)$", out, re.M)}
     assert titles == ACCEPTED_LINTS, out
+
+
+def test_a_second_run_on_the_same_results_folder_is_refused(tmp_path):
+    """Snakemake's lock: a second run on a running workflow's folder stops with a message."""
+    import time
+
+    first = subprocess.Popen([SNAKEMAKE, "--cores", "1", "-s", str(REPO / "Snakefile"),
+                              "--directory", str(tmp_path), "--configfile",
+                              str(REPO / "configs/micro.yaml")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        locks = tmp_path / ".snakemake" / "locks"
+        deadline = time.time() + 120
+        while not (locks.exists() and any(locks.iterdir())):
+            assert first.poll() is None and time.time() < deadline, "first run never locked"
+            time.sleep(0.2)
+        rc, out = snakemake("--cores", "1", "-s", str(REPO / "Snakefile"), "--directory",
+                            str(tmp_path), "--configfile", str(REPO / "configs/micro.yaml"))
+        assert rc != 0
+        assert "cannot be locked" in out, out
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
