@@ -28,12 +28,15 @@ sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
 """
 
 
-def start(tmp_path: Path, name: str, *opts: str, rc: int = 0) -> tuple[subprocess.Popen, Path]:
+def start(tmp_path: Path, name: str, *opts: str, rc: int = 0,
+          extra_env: dict | None = None) -> tuple[subprocess.Popen, Path]:
     job = tmp_path / "job.py"
     job.write_text(JOB)
     out = tmp_path / f"{name}.gpu"
     env = dict(os.environ)
     env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.pop("SLURM_JOB_ID", None)
+    env.update(extra_env or {})
     proc = subprocess.Popen([sys.executable, "-m", "asymprune.gpu_slots", "--lock-dir",
                              str(tmp_path / "locks"), "--poll-seconds", "0.1", *opts, "--",
                              sys.executable, str(job), str(out), str(rc)], env=env)
@@ -119,3 +122,14 @@ def test_no_gpu_runs_unpinned(tmp_path):
     assert a.wait(timeout=30) == 0
     with pytest.raises(SystemExit):
         gpu_slots.main(["--gpus", "1", "--gpus-per-job", "2", "--", "true"])
+
+
+def test_inside_a_slurm_job_every_job_runs_on_its_allocation(tmp_path):
+    # cgroup-confined SLURM jobs on one node all see their own GPU as id 0: no shared lock
+    slurm = {"SLURM_JOB_ID": "41", "CUDA_VISIBLE_DEVICES": "0"}
+    a, out_a = start(tmp_path, "a", extra_env=slurm)
+    b, out_b = start(tmp_path, "b", extra_env=dict(slurm, SLURM_JOB_ID="42"))
+    assert wait_for(out_a) == "0" and wait_for(out_b) == "0"  # both run at once
+    for out, proc in ((out_a, a), (out_b, b)):
+        stop(out)
+        assert proc.wait(timeout=30) == 0

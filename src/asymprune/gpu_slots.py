@@ -9,8 +9,10 @@ asked to die with the wrapper (Linux ``PR_SET_PDEATHSIG``), so no orphan keeps u
 whose lock is gone.
 
 GPUs to choose from: ``--gpus N`` (ids 0..N-1), or ``auto``: the ids in CUDA_VISIBLE_DEVICES
-when a scheduler set it (SLURM does, per job), else one per line of ``nvidia-smi -L``. With no
-GPU at all the command runs unpinned (a CPU machine), said on stderr.
+when set, else one per line of ``nvidia-smi -L``. With no GPU at all the command runs unpinned
+(a CPU machine), said on stderr. Inside a SLURM job the wrapper steps aside: SLURM already gives
+each job its own GPUs, and where it confines devices with cgroups every job sees its GPU as
+id 0, so a lock per id would make jobs on one node wait for each other for nothing.
 
 Stdlib only, no torch: it starts before the job and must not touch CUDA itself.
 """
@@ -117,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no command given (put it after --)")
     if args.gpus_per_job < 1:
         p.error("--gpus-per-job must be >= 1")
-    ids = visible_gpus(args.gpus)
     env = dict(os.environ)
+    if "SLURM_JOB_ID" in env:
+        print(f"gpu_slots: SLURM job {env['SLURM_JOB_ID']} has its own GPUs "
+              f"({env.get('CUDA_VISIBLE_DEVICES', 'none')}); running as allocated",
+              file=sys.stderr, flush=True)
+        return run(cmd, env)
+    ids = visible_gpus(args.gpus)
     if not ids:
         print("gpu_slots: no GPU found; running unpinned", file=sys.stderr, flush=True)
         return run(cmd, env)
