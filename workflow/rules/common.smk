@@ -134,10 +134,10 @@ def launcher(size):
     """Prefix of a training/benchmark command: pins a free GPU, and spans several with torchrun."""
     parts = []
     if config["execution"]["pin_gpus"] and res(size, "gpu") > 0:
-        parts.append(f"python -m asymprune.gpu_slots --gpus-per-job {res(size, 'nodes_gpus')} --")
-    if res(size, "nodes_gpus") > 1:
+        parts.append(f"python -m asymprune.gpu_slots --gpus-per-job {res(size, 'gpus_per_job')} --")
+    if res(size, "gpus_per_job") > 1:
         parts.append(f"python -m torch.distributed.run --standalone "
-                     f"--nproc_per_node {res(size, 'nodes_gpus')} -m")
+                     f"--nproc_per_node {res(size, 'gpus_per_job')} -m")
     else:
         parts.append(f"python -m")
     return " ".join(parts)

@@ -19,7 +19,7 @@ rule finetune:
     # the teacher runs alone (every later job needs it): on a CPU it gets every core
     threads: lambda wc: workflow.cores if res(wc.size, "gpu") == 0 else 1
     resources:
-        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "nodes_gpus"),
+        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "gpus_per_job"),
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
         runtime=lambda wc: res(wc.size, "runtime"),
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
@@ -50,7 +50,7 @@ rule refinetune:
     retries: config["execution"]["retries"]
     threads: 1
     resources:
-        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "nodes_gpus"),
+        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "gpus_per_job"),
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
         runtime=lambda wc: res(wc.size, "runtime"),
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),

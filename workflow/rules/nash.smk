@@ -53,7 +53,7 @@ rule nash_finetune:
     retries: config["execution"]["retries"]
     threads: 1
     resources:
-        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "nodes_gpus"),
+        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "gpus_per_job"),
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
         runtime=lambda wc: res(wc.size, "runtime"),
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
