@@ -37,9 +37,12 @@ def start(tmp_path: Path, name: str, *opts: str, rc: int = 0,
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.pop("SLURM_JOB_ID", None)
     env.update(extra_env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "asymprune.gpu_slots", "--lock-dir",
-                             str(tmp_path / "locks"), "--poll-seconds", "0.1", *opts, "--",
-                             sys.executable, str(job), str(out), str(rc)], env=env)
+    # the wrapper's own messages go to <name>.err (a file: a pipe nobody reads could block it)
+    with open(out.with_suffix(".err"), "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "asymprune.gpu_slots", "--lock-dir",
+                                 str(tmp_path / "locks"), "--poll-seconds", "0.1", *opts, "--",
+                                 sys.executable, str(job), str(out), str(rc)],
+                                env=env, stderr=err)
     return proc, out
 
 
@@ -62,6 +65,9 @@ def test_visible_gpus(monkeypatch):
     assert gpu_slots.visible_gpus("auto") == ["2", "5"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert gpu_slots.visible_gpus("auto") == []
+    assert gpu_slots.parse_visible("-1") == []  # the usual way to hide every GPU
+    assert gpu_slots.parse_visible("1,-1,2") == ["1"]  # CUDA stops at the first invalid id
+    assert gpu_slots.parse_visible("NoDevFiles") == []
 
 
 def test_concurrent_jobs_get_different_gpus_and_a_third_waits(tmp_path):
@@ -71,7 +77,8 @@ def test_concurrent_jobs_get_different_gpus_and_a_third_waits(tmp_path):
     assert ids == {"0", "1"}
     c, out_c = start(tmp_path, "c", "--gpus", "2")
     time.sleep(1.0)
-    assert not out_c.exists()  # both GPUs are held: the third job waits
+    assert not out_c.exists()  # both GPUs are held: the third job waits, and says so
+    assert "busy; waiting" in out_c.with_suffix(".err").read_text()
     stop(out_a)
     assert a.wait(timeout=30) == 0
     assert wait_for(out_c) == out_a.read_text()  # it takes the GPU that was freed
@@ -118,13 +125,14 @@ def test_multi_gpu_jobs_take_their_gpus_together(tmp_path):
 def test_no_gpu_runs_unpinned(tmp_path):
     a, out_a = start(tmp_path, "a", "--gpus", "0")
     assert wait_for(out_a) == "<unset>"
+    assert "no GPU; running unpinned" in out_a.with_suffix(".err").read_text()
     stop(out_a)
     assert a.wait(timeout=30) == 0
     with pytest.raises(SystemExit):
         gpu_slots.main(["--gpus", "1", "--gpus-per-job", "2", "--", "true"])
 
 
-def test_inside_a_slurm_job_every_job_runs_on_its_allocation(tmp_path):
+def test_inside_a_slurm_job_the_pool_is_the_jobs_own_allocation(tmp_path):
     # cgroup-confined SLURM jobs on one node all see their own GPU as id 0: no shared lock
     slurm = {"SLURM_JOB_ID": "41", "CUDA_VISIBLE_DEVICES": "0"}
     a, out_a = start(tmp_path, "a", extra_env=slurm)
@@ -133,3 +141,23 @@ def test_inside_a_slurm_job_every_job_runs_on_its_allocation(tmp_path):
     for out, proc in ((out_a, a), (out_b, b)):
         stop(out)
         assert proc.wait(timeout=30) == 0
+    # one allocation with two GPUs (salloc --gpus=2, snakemake inside): its jobs are spread
+    # over exactly those ids, whatever --gpus says, and a third job waits
+    alloc = {"SLURM_JOB_ID": "43", "CUDA_VISIBLE_DEVICES": "3,5"}
+    c, out_c = start(tmp_path, "c", "--gpus", "8", extra_env=alloc)
+    d, out_d = start(tmp_path, "d", extra_env=alloc)
+    assert {wait_for(out_c), wait_for(out_d)} == {"3", "5"}
+    e, out_e = start(tmp_path, "e", extra_env=alloc)
+    time.sleep(0.5)
+    assert not out_e.exists()
+    stop(out_c)
+    assert c.wait(timeout=30) == 0
+    assert wait_for(out_e) == out_c.read_text()
+    for out, proc in ((out_d, d), (out_e, e)):
+        stop(out)
+        assert proc.wait(timeout=30) == 0
+    # a SLURM job that asked for no GPU runs unpinned, even where nvidia-smi would list some
+    f, out_f = start(tmp_path, "f", extra_env={"SLURM_JOB_ID": "44"})
+    assert wait_for(out_f) == "<unset>"
+    stop(out_f)
+    assert f.wait(timeout=30) == 0

@@ -9,10 +9,18 @@ asked to die with the wrapper (Linux ``PR_SET_PDEATHSIG``), so no orphan keeps u
 whose lock is gone.
 
 GPUs to choose from: ``--gpus N`` (ids 0..N-1), or ``auto``: the ids in CUDA_VISIBLE_DEVICES
-when set, else one per line of ``nvidia-smi -L``. With no GPU at all the command runs unpinned
-(a CPU machine), said on stderr. Inside a SLURM job the wrapper steps aside: SLURM already gives
-each job its own GPUs, and where it confines devices with cgroups every job sees its GPU as
-id 0, so a lock per id would make jobs on one node wait for each other for nothing.
+when set (a scheduler's choice is respected), else one per line of ``nvidia-smi -L``. With no GPU
+at all the command runs unpinned (a CPU machine), said on stderr.
+
+Inside a SLURM job (SLURM_JOB_ID set) the pool is the job's own allocation, CUDA_VISIBLE_DEVICES,
+whatever ``--gpus`` says, and the locks live in a subfolder per SLURM job. Two reasons: where
+SLURM confines devices with cgroups every job on a node sees its GPU as id 0, so one lock per id
+across jobs would make them wait for each other for nothing; and a Snakemake run inside one
+multi-GPU allocation (``salloc --gpus=4``) still needs its jobs spread over those GPUs, or they
+all land on the first one again. A SLURM job without GPUs runs unpinned.
+
+Locks are opened read-only (flock does not need write access), so one lock folder can be
+shared by several users when it is created world-writable and sticky (mode 1777).
 
 Stdlib only, no torch: it starts before the job and must not touch CUDA itself.
 """
@@ -46,7 +54,7 @@ def visible_gpus(spec: str) -> list[str]:
         return [str(i) for i in range(n)]
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        return [g.strip() for g in env.split(",") if g.strip()]
+        return parse_visible(env)
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -54,11 +62,23 @@ def visible_gpus(spec: str) -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
+def parse_visible(value: str) -> list[str]:
+    """Ids (or GPU-UUIDs) in a CUDA_VISIBLE_DEVICES value; "" and "-1" mean no GPU."""
+    ids = [g.strip() for g in value.split(",") if g.strip()]
+    # CUDA stops at the first invalid entry ("-1" is the usual way to hide every GPU), and some
+    # SLURM versions write NoDevFiles for a GPU without a device file
+    for i, g in enumerate(ids):
+        if g.startswith("-") or g == "NoDevFiles":
+            return ids[:i]
+    return ids
+
+
 def try_acquire(ids: list[str], k: int, lock_dir: Path) -> tuple[list[str], list[int]] | None:
     """Lock k free GPUs at once, or none: holding a partial set could deadlock two jobs."""
     held_ids, fds = [], []
     for gid in ids:
-        fd = os.open(lock_dir / f"gpu{gid}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        # read-only is enough for flock, and works on another user's lock file in a shared folder
+        fd = os.open(lock_dir / f"gpu{gid}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -75,15 +95,19 @@ def try_acquire(ids: list[str], k: int, lock_dir: Path) -> tuple[list[str], list
 
 def acquire(ids: list[str], k: int, lock_dir: Path, poll_s: float) -> tuple[list[str], list[int]]:
     lock_dir.mkdir(parents=True, exist_ok=True)
-    waited = False
+    start = time.monotonic()
+    next_note = start
     while True:
         got = try_acquire(ids, k, lock_dir)
         if got:
             return got
-        if not waited:
-            print(f"gpu_slots: all of GPUs {ids} are busy; waiting for {k} to free up",
-                  file=sys.stderr, flush=True)
-            waited = True
+        # say so at once, then every 10 min: a job log that stays silent for hours looks hung
+        if time.monotonic() >= next_note:
+            waited_min = (time.monotonic() - start) / 60
+            print(f"gpu_slots: all of GPUs {ids} are busy; waiting for {k} to free up"
+                  + (f" ({waited_min:.0f} min so far)" if waited_min >= 1 else "")
+                  + f" [locks in {lock_dir}]", file=sys.stderr, flush=True)
+            next_note += 600
         time.sleep(poll_s)
 
 
@@ -106,11 +130,14 @@ def run(cmd: list[str], env: dict[str, str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m asymprune.gpu_slots", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gpus", default="auto", help="number of GPUs to share, or auto")
+    p.add_argument("--gpus", default="auto",
+                   help="number of GPUs to share (ids 0..N-1), or auto (CUDA_VISIBLE_DEVICES, "
+                        "else nvidia-smi -L); inside a SLURM job its own GPUs, always")
     p.add_argument("--gpus-per-job", type=int, default=1, help="GPUs this command needs")
     p.add_argument("--lock-dir", type=Path, default=None,
                    help="one lock file per GPU (default $ASYMPRUNE_GPU_LOCK_DIR or "
-                        "/tmp/asymprune-gpu-locks-$USER); share it between runs of one machine")
+                        "/tmp/asymprune-gpu-locks-$USER); share it between runs of one machine. "
+                        "Inside a SLURM job a subfolder slurm-job-<id> of it")
     p.add_argument("--poll-seconds", type=float, default=5.0, help="wait between tries when busy")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command")
     args = p.parse_args(argv)
@@ -120,21 +147,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpus_per_job < 1:
         p.error("--gpus-per-job must be >= 1")
     env = dict(os.environ)
-    if "SLURM_JOB_ID" in env:
-        print(f"gpu_slots: SLURM job {env['SLURM_JOB_ID']} has its own GPUs "
-              f"({env.get('CUDA_VISIBLE_DEVICES', 'none')}); running as allocated",
-              file=sys.stderr, flush=True)
-        return run(cmd, env)
-    ids = visible_gpus(args.gpus)
+    lock_dir = args.lock_dir or default_lock_dir()
+    slurm_job = env.get("SLURM_JOB_ID")
+    if slurm_job:
+        ids = parse_visible(env.get("CUDA_VISIBLE_DEVICES", ""))
+        lock_dir = lock_dir / f"slurm-job-{slurm_job}"
+        where = f"SLURM job {slurm_job}"
+    else:
+        try:
+            ids = visible_gpus(args.gpus)
+        except ValueError:
+            p.error(f"--gpus must be a number >= 0 or auto, got {args.gpus!r}")
+        where = "this machine"
     if not ids:
-        print("gpu_slots: no GPU found; running unpinned", file=sys.stderr, flush=True)
+        print(f"gpu_slots: {where} has no GPU; running unpinned", file=sys.stderr, flush=True)
         return run(cmd, env)
     if args.gpus_per_job > len(ids):
-        p.error(f"--gpus-per-job {args.gpus_per_job} but only GPUs {ids} exist")
-    held, fds = acquire(ids, args.gpus_per_job, args.lock_dir or default_lock_dir(),
-                        args.poll_seconds)
+        p.error(f"--gpus-per-job {args.gpus_per_job} but {where} has only GPUs {ids}")
+    try:
+        held, fds = acquire(ids, args.gpus_per_job, lock_dir, args.poll_seconds)
+    except PermissionError as e:
+        p.error(f"cannot use the GPU lock folder {lock_dir} ({e}); pass --lock-dir or set "
+                "ASYMPRUNE_GPU_LOCK_DIR to a folder you can write")
     env["CUDA_VISIBLE_DEVICES"] = ",".join(held)
-    print(f"gpu_slots: running on GPU {env['CUDA_VISIBLE_DEVICES']}", file=sys.stderr, flush=True)
+    print(f"gpu_slots: running on GPU {env['CUDA_VISIBLE_DEVICES']} of {where}",
+          file=sys.stderr, flush=True)
     try:
         return run(cmd, env)
     finally:

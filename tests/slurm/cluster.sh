@@ -4,7 +4,9 @@
 #
 #   tests/slurm/cluster.sh start DIR   # install (Debian packages) if missing, configure, start
 #   eval "$(tests/slurm/cluster.sh env DIR)"   # SLURM_CONF for sbatch/squeue/snakemake
-#   tests/slurm/cluster.sh stop DIR    # cancel jobs, stop slurmd, slurmctld and munged
+#   tests/slurm/cluster.sh stop DIR    # cancel jobs, stop slurmd, slurmctld and munged,
+#                                      # remove their state (the logs in DIR/log stay)
+#   tests/slurm/cluster.sh status DIR  # sinfo, or an error if it is not running
 #
 # Everything the cluster writes (munge key and socket, slurm.conf, gres.conf, state, spool,
 # logs, pid files) lives under DIR, so several checkouts do not share state; the one thing
@@ -142,7 +144,9 @@ SlurmctldDebug=info
 SlurmdDebug=info
 # no mail on this machine; the default /bin/mail is missing and slurmctld logs an error
 MailProg=/bin/true
-# no cgroups in a container without init: track processes through /proc, bind nothing
+# Track job processes through /proc and bind nothing: the cgroup plugins need a delegated,
+# writable cgroup tree and a cgroup.conf, which containers and init-less VMs often lack (this VM
+# mounts cgroup v1 writable, CI containers may not), and the test needs no confinement.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -224,7 +228,8 @@ start() {
         write_conf
         link_default_conf
         if ! pid_alive "$DIR/run/slurmctld.pid"; then
-            slurmctld -f "$CONF" || { log_tails; die "slurmctld did not start"; }
+            # -c: forget jobs saved by a cluster that died without 'stop', or they would run
+            slurmctld -c -f "$CONF" || { log_tails; die "slurmctld did not start"; }
         fi
         if ! pid_alive "$DIR/run/slurmd.pid"; then
             # -N: the node is called localhost whatever this machine's hostname is
@@ -288,7 +293,9 @@ stop() {
     stop_pidfile "$DIR/run/slurmctld.pid"
     stop_pidfile "$DIR/run/munged.pid"
     unlink_default_conf
-    echo "cluster.sh: stopped the cluster in $DIR" >&2
+    # the next start is a fresh cluster; the logs stay for a post-mortem
+    rm -rf "$DIR/state" "$DIR/spool" "$DIR/run" "$DIR/munge"
+    echo "cluster.sh: stopped the cluster in $DIR (logs kept in $DIR/log)" >&2
 }
 
 status() {
