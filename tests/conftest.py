@@ -71,6 +71,6 @@ def news_dir(tmp_path_factory):
     from asymprune import data
 
     out = tmp_path_factory.mktemp("news")
-    data.main(["--kind", "generated", "--num-samples", "train=64", "--num-samples",
-               "validation=8", "--num-samples", "test=8", "--output-dir", str(out)])
+    data.main(["--kind", "generated", "--num-samples", "train=64", "validation=8", "test=8",
+               "--output-dir", str(out)])
     return out

@@ -120,7 +120,8 @@ def test_arch_only_flan_small(tmp_path):
     (["--arch", "small"], "needs --variant"),
     (["--arch", "small", "--variant", "nash-d3"], "--variant"),
     (["--arch", "small", "--variant", "e6d6", "--modes", "natural"], "natural mode needs"),
-    (["--arch", "small", "--variant", "e6d6", "--runs", "1"], "at least 2"),
+    (["--arch", "small", "--variant", "e6d6", "--runs", "1"],
+     "--runs: 1 is less than the minimum of 2"),
     ([], "exactly one of"),
 ])
 def test_cli_errors(argv, message, tmp_path, capsys):

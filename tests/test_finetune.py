@@ -22,7 +22,8 @@ def argv(news_dir, tok_dir, out, ckpt, *extra):
             "--validation-file", str(news_dir / "validation.jsonl"),
             "--effective-batch-size", "16", "--per-device-batch-size", "8",
             "--learning-rate", "1e-3", "--max-source-length", "64", "--max-target-length", "24",
-            "--logging-steps", "1", "--output", str(out), "--checkpoint-dir", str(ckpt), *extra]
+            "--logging-steps", "1", "--precision", "fp32", "--output", str(out),
+            "--checkpoint-dir", str(ckpt), *extra]
 
 
 def test_batch_plan_keeps_the_effective_batch():
@@ -50,7 +51,7 @@ def test_train_from_scratch_then_refinetune(news_dir, tiny_tokenizer_dir, tmp_pa
     out2 = tmp_path / "re"
     assert finetune.main(["--model", str(out), "--train-file", str(news_dir / "train.jsonl"),
                           "--effective-batch-size", "16", "--per-device-batch-size", "16",
-                          "--max-steps", "1", "--output", str(out2),
+                          "--max-steps", "1", "--precision", "fp32", "--output", str(out2),
                           "--checkpoint-dir", str(tmp_path / "ck2")]) == 0
     side2 = json.loads((out2 / "sidecar.json").read_text())
     assert side2["parent"]["metrics"]["global_step"] == 3
@@ -77,7 +78,7 @@ def test_non_finite_loss_stops_naming_the_step(news_dir, tiny_model, tiny_tokeni
     with pytest.raises(finetune.NonFiniteLoss, match="optimizer step 1"):
         finetune.main(["--model", str(tmp_path / "bad"), "--train-file",
                        str(news_dir / "train.jsonl"), "--effective-batch-size", "8",
-                       "--per-device-batch-size", "8", "--max-steps", "2",
+                       "--per-device-batch-size", "8", "--max-steps", "2", "--precision", "fp32",
                        "--output", str(tmp_path / "o"), "--checkpoint-dir", str(tmp_path / "c")])
     assert not (tmp_path / "o").exists()
 

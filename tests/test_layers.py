@@ -1,29 +1,29 @@
 import pytest
 
-from asymprune import layers
+from asymprune import layers, variants
 
 
 def test_sixteen_variants_of_the_paper():
-    assert len(layers.VARIANTS) == 16 == len(set(layers.VARIANTS))
-    assert layers.VARIANTS[0] == "e6d6"
-    assert {"e6d1", "e1d6", "e1d1", "e5d5"} <= set(layers.VARIANTS)
+    assert len(variants.PAPER) == 16 == len(set(variants.PAPER))
+    assert variants.PAPER[0] == "e6d6"
+    assert {"e6d1", "e1d6", "e1d1", "e5d5"} <= set(variants.PAPER)
     # every non-baseline variant prunes the encoder, the decoder or both by the same amount
-    for v in layers.VARIANTS[1:]:
-        e, d = layers.parse_variant(v)
-        assert e == 6 or d == 6 or e == d
+    for v in variants.PAPER[1:]:
+        p = variants.parse_depth(v)
+        assert p.enc_sixths == 6 or p.dec_sixths == 6 or p.enc_sixths == p.dec_sixths
 
 
 @pytest.mark.parametrize("bad", ["e7d1", "e0d3", "e6", "d6e6", "e6d6x", ""])
 def test_parse_variant_rejects(bad):
     with pytest.raises(ValueError, match="e\\{E\\}d\\{D\\}"):
-        layers.parse_variant(bad)
+        variants.parse_depth(bad)
 
 
 def test_published_tables_are_the_default_for_flan_depths():
     assert layers.select_sixths(8, 3) == (0, 2, 5, 7)
     assert layers.select_sixths(12, 2) == (0, 3, 8, 11)
     assert layers.select_sixths(24, 1) == (0, 5, 11, 23)
-    assert layers.variant_blocks("e1d6", 8, 8) == ((0,), tuple(range(8)))
+    assert variants.parse_depth("e1d6").blocks(8, 8) == ((0,), tuple(range(8)))
 
 
 def test_published_table_sizes_follow_floor_of_sixths():

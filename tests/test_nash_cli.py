@@ -36,9 +36,9 @@ def teacher_dir(tiny_tokenizer, tmp_path_factory):
 def argv(teacher, news, out, ckpt, *extra):
     return ["--teacher", str(teacher), "--train-file", str(news / "train.jsonl"),
             "--validation-file", str(news / "validation.jsonl"), "--output", str(out),
-            "--checkpoint-dir", str(ckpt), "--decoder-layers", "3", "--max-steps", "6",
+            "--checkpoint-dir", str(ckpt), "--variant", "nash-d3-uniform-l0s30", "--max-steps", "6",
             "--batch-size", "4", "--max-source-length", "48", "--max-target-length", "16",
-            "--learning-rate", "1e-3", "--sparsity-warmup-steps", "3", "--save-steps", "2",
+            "--learning-rate", "1e-3", "--sparsity-warmup-fraction", "0.5", "--save-steps", "2",
             "--logging-steps", "1", "--max-eval-samples", "4", "--device", "cpu", *extra]
 
 
@@ -124,7 +124,7 @@ def test_interrupted_runs_resume_to_the_same_model(l0_run, teacher_dir, news_dir
 
 def test_checkpoints_of_other_settings_are_not_resumed(teacher_dir, news_dir, tmp_path):
     ck = tmp_path / "ck"
-    first = argv(teacher_dir, news_dir, tmp_path / "a", ck, "--encoder-mode", "none")
+    first = with_variant(argv(teacher_dir, news_dir, tmp_path / "a", ck), "nash-d3-uniform-none")
     first[first.index("--max-steps") + 1] = "2"
     assert nash.main(first) == 0
     second = list(first)
@@ -135,34 +135,40 @@ def test_checkpoints_of_other_settings_are_not_resumed(teacher_dir, news_dir, tm
     assert side["training"]["resumed_from"] is None
 
 
-@pytest.mark.parametrize("mode,target,enc_blocks,reached", [
+def with_variant(args, variant):
+    args = list(args)
+    args[args.index("--variant") + 1] = variant
+    return args
+
+
+@pytest.mark.parametrize("mode,variant,enc_blocks,reached", [
     # 6 layers, 30 %: round(0.7 * 6 = 4.2) = 4 blocks, uniform floor(5/3 j) = 0, 1, 3, 5
-    ("layers", "0.3", [0, 1, 3, 5], 1 / 3),
-    ("none", None, [0, 1, 2, 3, 4, 5], 0.0),
+    ("layers", "nash-d3-low-layerss30", [0, 1, 3, 5], 1 / 3),
+    ("none", "nash-d3-low-none", [0, 1, 2, 3, 4, 5], 0.0),
 ])
-def test_other_encoder_modes(teacher_dir, news_dir, tmp_path, mode, target, enc_blocks, reached):
-    extra = ["--encoder-mode", mode, "--layer-selection", "low"]
-    if target:
-        extra += ["--target-sparsity", target]
-    args = argv(teacher_dir, news_dir, tmp_path / "out", tmp_path / "ck", *extra)
+def test_other_encoder_modes(teacher_dir, news_dir, tmp_path, mode, variant, enc_blocks, reached):
+    args = with_variant(argv(teacher_dir, news_dir, tmp_path / "out", tmp_path / "ck"), variant)
     args[args.index("--max-steps") + 1] = "2"
     assert nash.main(args) == 0
     side = json.loads((tmp_path / "out" / "sidecar.json").read_text())
     assert side["kept"]["encoder_blocks"] == enc_blocks
     assert side["kept"]["decoder_blocks"] == [0, 1, 2]
     assert side["reached_sparsity"] == pytest.approx(reached)
-    assert side["variant"] == (f"nash-d3-low-layerss30" if mode == "layers" else "nash-d3-low-none")
+    assert side["variant"] == variant
     model = load_model(tmp_path / "out")
     assert getattr(model.config, LAYER_SHAPES_KEY, None) is None
     assert len(model.encoder.block) == len(enc_blocks)
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--encoder-mode", "none", "--target-sparsity", "0.3"], "does not apply"),
-    (["--target-sparsity", "1.2"], "must be in"),
-    (["--sparsity-tolerance", "0.02"], "within 1 point"),
-    (["--batch-size", "0"], "must be positive"),
-    (["--sparsity-warmup-fraction", "0.5"], "not allowed with"),
+    (["--variant", "nash-d3-uniform-l0s100"], "--variant: NASH variant"),
+    (["--variant", "e3d3"], "--variant: NASH variant"),
+    (["--sparsity-tolerance", "0.02"], "--sparsity-tolerance: 0.02 is greater than or equal to "
+                                       "the maximum of 0.01"),
+    (["--batch-size", "0"], "--batch-size: 0 is less than the minimum of 1"),
+    (["--sparsity-warmup-fraction", "1.5"], "--sparsity-warmup-fraction"),
+    (["--settings", '{"kl_temperature": -1}', "--config-key", "nash.train"],
+     "config key nash.train.kl_temperature: -1 is less than or equal to the minimum of 0"),
 ])
 def test_flag_validation(teacher_dir, news_dir, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as err:
@@ -172,9 +178,9 @@ def test_flag_validation(teacher_dir, news_dir, tmp_path, capsys, extra, message
 
 
 def test_too_many_decoder_layers_is_an_error(teacher_dir, news_dir, tmp_path):
-    args = argv(teacher_dir, news_dir, tmp_path / "o", tmp_path / "c")
-    args[args.index("--decoder-layers") + 1] = "7"
-    with pytest.raises(ValueError, match="exceeds the teacher's 6"):
+    args = with_variant(argv(teacher_dir, news_dir, tmp_path / "o", tmp_path / "c"),
+                        "nash-d7-uniform-l0s30")
+    with pytest.raises(ValueError, match="keeps 7 decoder blocks but the model has only 6"):
         nash.main(args)
 
 

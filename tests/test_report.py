@@ -12,15 +12,15 @@ from asymprune import tables as T
 
 SIZES = ("small", "base")
 DATASETS = ("cnndm", "xsum")
-VARIANTS = ("e6d6", "e6d3", "e3d6", "e3d3", "e6d1", "nash-d3")
+VARIANTS = ("e6d6", "e6d3", "e3d6", "e3d3", "e6d1", "nash-d3-uniform-l0s30")
 LAYERS = {"e6d6": (6, 6), "e6d3": (6, 3), "e3d6": (3, 6), "e3d3": (3, 3), "e6d1": (6, 1),
-          "nash-d3": (6, 3)}
+          "nash-d3-uniform-l0s30": (6, 3)}
 BATCH = (1, 4)
 
 # Hand-chosen: small/cnndm R-2 20.0 (e6d6) vs 18.0 (e6d3) -> retention 90 %, impact -10 %;
 # fixed BS1 latency 100 ms vs 40 ms -> speedup 2.5.
-R2 = {"e6d6": 20.0, "e6d3": 18.0, "e3d6": 17.0, "e3d3": 15.0, "e6d1": 12.0, "nash-d3": 19.0}
-MS_BS1 = {"e6d6": 100.0, "e6d3": 40.0, "e3d6": 90.0, "e3d3": 35.0, "e6d1": 20.0, "nash-d3": 45.0}
+R2 = {"e6d6": 20.0, "e6d3": 18.0, "e3d6": 17.0, "e3d3": 15.0, "e6d1": 12.0, "nash-d3-uniform-l0s30": 19.0}
+MS_BS1 = {"e6d6": 100.0, "e6d3": 40.0, "e3d6": 90.0, "e3d3": 35.0, "e6d1": 20.0, "nash-d3-uniform-l0s30": 45.0}
 
 
 # What the NASH stage records (reached 30.5 % against a 30 % target), as the eval sidecar
@@ -110,7 +110,7 @@ def test_report_tables_and_figures(tmp_path):
     assert row(ret, "e6d3")["base R-2"] == pytest.approx(21.6)
     assert row(ret, "e6d6")["small R (%)"] == pytest.approx(100.0)
     # paper order, NASH rows last
-    assert list(pd.read_csv(ret)["variant"]) == ["e6d6", "e6d3", "e6d1", "e3d6", "e3d3", "nash-d3"]
+    assert list(pd.read_csv(ret)["variant"]) == ["e6d6", "e6d3", "e6d1", "e3d6", "e3d3", "nash-d3-uniform-l0s30"]
 
     # Tables 16-24: impact of R-1 (38 vs 40) = -5 %, GenL (53 vs 56) = -5.357 %
     det = row(tables / "detail_small_cnndm.csv", "e6d3")
@@ -125,7 +125,7 @@ def test_report_tables_and_figures(tmp_path):
     # BS4: e6d6 100 * (1 + 0.5 * 3 * 1/6) = 125 ms; e6d3 40 * (1 + 0.5 * 3 * 4/6) = 80 ms
     assert sp["BS4 speedup"] == pytest.approx(125 / 80)
     assert "BS1 new tokens" in pd.read_csv(tables / "speed_cpu_natural_small_cnndm.csv")
-    summary = row(tables / "speedup_summary_cpu_fixed.csv", "nash-d3")
+    summary = row(tables / "speedup_summary_cpu_fixed.csv", "nash-d3-uniform-l0s30")
     assert summary["base/xsum speedup BS1"] == pytest.approx(100 / 45)
     assert summary["small/cnndm R-L"] == pytest.approx(29.0)
 
@@ -135,7 +135,7 @@ def test_report_tables_and_figures(tmp_path):
     assert arch["small params"] == 1000 * (3 + 12)
 
     md = (tables / "retention_cnndm.md").read_text()
-    assert "90.00" in md and "nash-d3" in md
+    assert "90.00" in md and "nash-d3-uniform-l0s30" in md
 
     expected = ["retention_cnndm", "retention_xsum", "detail_small_cnndm", "detail_base_xsum",
                 "speed_cpu_fixed_small_cnndm", "speed_cpu_natural_base_xsum",
@@ -198,11 +198,13 @@ def test_paper_arithmetic():
 
 
 def test_variant_order_and_groups():
-    assert T.sort_variants(["nash-b", "e1d1", "e6d6", "nash-a", "e3d6", "e6d2"]) == [
-        "e6d6", "e6d2", "e3d6", "e1d1", "nash-a", "nash-b"]
-    assert [T.variant_group(v) for v in ("e6d6", "e6d2", "e3d6", "e2d2", "e3d5", "nash-x")] == [
+    assert T.sort_variants(["nash-d3-uniform-l0s30", "e1d1", "e6d6", "nash-d2-low-l0s30",
+                            "e3d6", "e6d2", "nash-d2-uniform-l0s30"]) == [
+        "e6d6", "e6d2", "e3d6", "e1d1", "nash-d2-low-l0s30", "nash-d2-uniform-l0s30",
+        "nash-d3-uniform-l0s30"]
+    assert [T.variant_group(v) for v in ("e6d6", "e6d2", "e3d6", "e2d2", "e3d5", "nash-d2-high-none")] == [
         "baseline", "decoder", "encoder", "both", "other", "nash"]
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="is neither e"):
         T.variant_key("e7d6")
 
 
@@ -218,7 +220,7 @@ def test_retention_against_a_zero_baseline_is_undefined_not_a_number_made_up():
 
 def test_nash_table_puts_reached_sparsity_next_to_the_target(tmp_path):
     out = run_report(tmp_path, write_inputs(tmp_path))
-    r = row(out / "tables" / "nash_small_cnndm.csv", "nash-d3")
+    r = row(out / "tables" / "nash_small_cnndm.csv", "nash-d3-uniform-l0s30")
     assert r["target sparsity (%)"] == pytest.approx(30.0)
     assert r["reached sparsity (%)"] == pytest.approx(30.5)
     assert r["gates' expected sparsity (%)"] == pytest.approx(31.0)
@@ -228,7 +230,7 @@ def test_nash_table_puts_reached_sparsity_next_to_the_target(tmp_path):
 
 def test_nash_eval_without_the_nash_sidecar_is_an_error(tmp_path):
     files = write_inputs(tmp_path)
-    nash_file = next(f for f in files["eval"] if f.endswith("nash-d3.json"))
+    nash_file = next(f for f in files["eval"] if f.endswith("nash-d3-uniform-l0s30.json"))
     obj = json.loads(open(nash_file).read())
     del obj["model_sidecar"]
     open(nash_file, "w").write(json.dumps(obj))

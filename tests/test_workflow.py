@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -71,6 +72,16 @@ def test_paper_grid_dry_run_counts(tmp_path):
     assert "set config key datasets.qiws.path" in out
 
 
+def test_paper_grid_stops_on_a_nash_depth_no_flan_t5_has(tmp_path):
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["nash"] = {"variants": ["nash-d99-uniform-l0s30"]}
+    rc, out = dry(tmp_path, write_config(tmp_path / "d99.yaml", cfg))
+    assert rc != 0
+    assert ("config key nash.variants: nash-d99-uniform-l0s30 keeps 99 decoder blocks but the "
+            "model has only 8 (models.small has 8 encoder + 8 decoder blocks)") in out, out
+    assert "models.large has 24" in out
+
+
 def test_default_config_is_the_one_without_configfile(tmp_path):
     """`snakemake -n` in a fresh checkout uses config.yaml; a preset replaces it (no merge)."""
     rc, out = snakemake("-n", "--quiet", "rules")
@@ -95,8 +106,18 @@ BAD = {
                              "config key models.xl: give exactly one of name_or_path"),
     "local data set without a path": (
         lambda c: c["datasets"].update(qiws={"kind": "local"}),
-        "config key datasets.qiws: 'path' is a required property"),
+        "config key datasets.qiws.path: a local data set needs a path"),
     "no baseline": (lambda c: c.update(variants=["e3d3"]), "must include e6d6"),
+    "negative refinetune lr": (lambda c: c["refinetune"].update(learning_rate=-1e-4),
+                               "config key refinetune.learning_rate"),
+    "zero refinetune batch": (lambda c: c["refinetune"].update(per_device_batch_size=0),
+                              "config key refinetune.per_device_batch_size"),
+    "epochs as words": (lambda c: c["nash"]["finetune"].update(epochs="three"),
+                        "config key nash.finetune.epochs: 'three' is not of type 'number'"),
+    "nash deeper than the model": (lambda c: c["nash"].update(variants=["nash-d7-uniform-l0s30"]),
+                                   "config key nash.variants: nash-d7-uniform-l0s30 keeps 7"),
+    "effective batch": (lambda c: c["finetune"].update(effective_batch_size=20),
+                        "config key finetune.effective_batch_size: 20 is not a multiple"),
 }
 
 
@@ -125,30 +146,35 @@ def test_missing_local_data_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+# The micro run's folders have spaces: every rule must quote every path it hands a shell.
+MICRO_RUN = dict(copy.deepcopy(MICRO), results_dir="my results", reports_dir="my reports")
+
+
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory):
     """The micro preset end to end through Snakemake: every stage runs for real."""
     workdir = tmp_path_factory.mktemp("micro")
     rc, out = snakemake("--cores", "2", "-s", str(REPO / "Snakefile"), "--directory",
-                        str(workdir), "--configfile", str(REPO / "configs/micro.yaml"))
+                        str(workdir), "--configfile",
+                        str(write_config(workdir / "micro run.yaml", MICRO_RUN)))
     assert rc == 0, out
     return workdir
 
 
 def test_micro_preset_end_to_end(micro_run):
-    reports = micro_run / "reports/micro"
+    reports = micro_run / "my reports/micro"
     assert (reports / "DONE").exists()
     assert list((reports / "tables").glob("*.csv")) and list((reports / "figures").glob("*.png"))
-    results = micro_run / "results/micro"
+    results = micro_run / "my results/micro"
     for variant in MICRO_MODELS:
         assert (results / f"eval/micro/news/{variant}.json").exists()
         assert (results / f"bench/cpu/micro/news/{variant}.json").exists()
-    rc, out = dry(micro_run, REPO / "configs/micro.yaml")
+    rc, out = dry(micro_run, micro_run / "micro run.yaml")
     assert rc == 0 and "Nothing to be done" in out, out
 
 
 def test_changing_an_evaluation_setting_reruns_evaluation_and_report_only(micro_run, tmp_path):
-    cfg = copy.deepcopy(MICRO)
+    cfg = copy.deepcopy(MICRO_RUN)
     cfg["evaluate"]["max_new_tokens"] = 6
     rc, out = dry(micro_run, write_config(tmp_path / "eval.yaml", cfg))
     assert rc == 0, out
@@ -179,11 +205,12 @@ def _copy_of_the_code(tmp_path) -> tuple[Path, dict]:
 ])
 def test_changing_a_stage_reruns_it_and_downstream_only(micro_run, tmp_path, module, expected):
     copy_root, env = _copy_of_the_code(tmp_path)
-    rc, out = dry(micro_run, REPO / "configs/micro.yaml", copy_root / "Snakefile", env=env)
+    configfile = micro_run / "micro run.yaml"
+    rc, out = dry(micro_run, configfile, copy_root / "Snakefile", env=env)
     assert rc == 0 and "Nothing to be done" in out, out  # same code, same hashes
     path = copy_root / "src/asymprune" / module
     path.write_text(path.read_text() + "\n# a change\n")
-    rc, out = dry(micro_run, REPO / "configs/micro.yaml", copy_root / "Snakefile", env=env)
+    rc, out = dry(micro_run, configfile, copy_root / "Snakefile", env=env)
     assert rc == 0, out
     counts = job_counts(out)
     counts.pop("all", None)
@@ -225,3 +252,30 @@ def test_a_second_run_on_the_same_results_folder_is_refused(tmp_path):
     finally:
         first.terminate()
         first.wait(timeout=60)
+
+
+def test_config_strings_reach_the_stage_literally_and_run_nothing(tmp_path):
+    """Paths and strings with quotes, spaces, $(...), backticks and $HOME are shell-quoted:
+    the data job gets them as written, and nothing in them runs or expands."""
+    nasty = "it's a \"dir\" $(touch ran1) `touch ran2` $HOME"
+    src = tmp_path / nasty
+    src.mkdir()
+    for split in ("train", "validation", "test"):
+        (src / f"{split}.jsonl").write_text('{"source": "some text", "target": "a summary"}\n')
+    prefix = f"{nasty}: "
+    cfg = copy.deepcopy(MICRO)
+    cfg.update(results_dir="my results", reports_dir="my reports",
+               datasets={"odd": {"kind": "local", "path": str(src)}},
+               data={"source_prefix": prefix})
+    target = "my results/micro/data/odd/data.json"
+    # the target before --configfile, which takes every file name after it
+    rc, out = snakemake(target, "--cores", "1", "-s", str(REPO / "Snakefile"), "--directory",
+                        str(tmp_path), "--configfile",
+                        str(write_config(tmp_path / "odd.yaml", cfg)))
+    assert rc == 0, out
+    rows = [json.loads(line) for line in
+            (tmp_path / "my results/micro/data/odd/train.jsonl").read_text().splitlines()]
+    assert rows[0]["source"] == prefix + "some text"
+    side = json.loads((tmp_path / target).read_text())
+    assert side["args"]["path"] == str(src) and side["args"]["source_prefix"] == prefix
+    assert not list(tmp_path.rglob("ran*")) and not list(REPO.glob("ran*"))

@@ -39,14 +39,15 @@ import torch
 from asymprune.artifacts import read_jsonl
 from asymprune.flan_t5 import SIZES, flan_t5_config
 from asymprune.generation import generate
-from asymprune.layers import SIXTHS_STRATEGIES, parse_variant
+from asymprune import settings
+from asymprune.layers import SIXTHS_STRATEGIES
+from asymprune.variants import parse_depth
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
                                 resolve_device)
 from asymprune.provenance import make_sidecar, write_json
 
 log = logging.getLogger("asymprune.benchmark")
 
-MODES = ("fixed", "natural")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,28 +77,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help='JSONL rows {"id", "source", "target"}; sources are tokenized with '
                           "the model's tokenizer (needs --model). Without it, inputs are random "
                           "tokens (fixed mode only)")
-    inp.add_argument("--source-tokens", type=int, default=1024,
-                     help="every source is exactly this many tokens (default 1024)")
-
-    run = p.add_argument_group("protocol")
-    run.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16],
-                     help="batch sizes to time (default 1 8 16)")
-    run.add_argument("--modes", nargs="+", choices=MODES,
-                     help="default: fixed natural with --model, fixed with --arch")
-    run.add_argument("--new-tokens", type=int, default=256,
-                     help="fixed mode: exactly this many new tokens per sequence (default 256)")
-    run.add_argument("--max-new-tokens", type=int, default=256,
-                     help="natural mode: at most this many new tokens (default 256)")
-    run.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
-    run.add_argument("--runs", type=int, default=7, help="timed runs, at least 2 (default 7)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                     help="auto = cuda if available, else cpu")
-    run.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    run = p.add_argument_group("run")
     run.add_argument("--threads", type=int, default=0,
                      help="torch CPU threads (0 = leave torch's default); recorded either way")
+    settings.add_arguments(p, settings.Benchmark, "protocol (asymprune.settings.Benchmark; with "
+                                                  "--arch, modes defaults to fixed only)")
 
     p.add_argument("--output", type=Path, required=True, help="output JSON path")
     args = p.parse_args(argv)
+    modes_given = hasattr(args, "modes")
+    settings.resolve(settings.Benchmark, args, p)
 
     if (args.model is None) == (args.arch is None):
         p.error("give exactly one of --model DIR or --arch SIZE")
@@ -105,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.variant is None:
             p.error("--arch needs --variant e{E}d{D} (the depth to build)")
         try:
-            parse_variant(args.variant)
+            parse_depth(args.variant)
         except ValueError as e:
             p.error(f"--variant: {e}")
         if args.size is not None and args.size != args.arch:
@@ -115,21 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--data-file needs --model (an --arch model has no tokenizer)")
         if args.dataset is not None:
             p.error("--dataset makes no sense with --arch (random weights, no data)")
-    if args.modes is None:
-        args.modes = ["fixed"] if args.arch is not None else list(MODES)
+    if args.arch is not None and not modes_given:
+        # random weights have no natural length: only fixed mode applies to an architecture
+        args.modes = ["fixed"]
     if "natural" in args.modes and args.data_file is None:
         p.error("natural mode needs --data-file: when a model stops depends on real inputs "
                 "(and random weights have no natural length)")
-    if args.runs < 2:
-        p.error("--runs must be at least 2 (a standard deviation needs two runs)")
-    if args.warmup < 0:
-        p.error("--warmup must be >= 0")
-    for flag, value in (("--source-tokens", args.source_tokens), ("--new-tokens", args.new_tokens),
-                        ("--max-new-tokens", args.max_new_tokens)):
-        if value < 1:
-            p.error(f"{flag} must be >= 1, got {value}")
-    if any(b < 1 for b in args.batch_sizes):
-        p.error(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
     if args.model is not None and not (args.model / "config.json").is_file():
         p.error(f"--model {args.model}: no config.json there")
     if args.data_file is not None and not args.data_file.is_file():

@@ -5,144 +5,175 @@ already carrying the prefix, e.g. FLAN-T5's ``"summarize: "``):
 
 - ``hub``: ``datasets.load_dataset(path, name)`` — CNN/DailyMail 3.0.0 (article -> highlights),
   XSUM (document -> summary);
-- ``local``: JSONL/CSV/JSON/parquet files, one per split, under ``--path`` (QIWS-style sets);
+- ``local``: JSONL/CSV/JSON/parquet files, one per split, under ``--path`` (QIWS-style sets),
+  read by this module (JSONL line by line: a corrupt line is named with its number);
 - ``generated``: the deterministic demo task of :mod:`asymprune.demo_data` (offline demo).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
-from typing import Any
 
+from asymprune import settings
 from asymprune.artifacts import write_jsonl
 from asymprune.provenance import make_sidecar, write_json
 
-SPLITS = ("train", "validation", "test")
-FORMATS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}
+SPLITS = settings.SPLITS
 
 
-def _pairs(items: list[str] | None, flag: str, cast=str) -> dict[str, Any]:
-    """``["train=5", ...]`` -> ``{"train": 5}``; names must be one of SPLITS."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or key not in SPLITS:
-            raise ValueError(f"{flag} expects SPLIT=VALUE with SPLIT in {SPLITS}, got {item!r}")
-        out[key] = cast(value)
-    return out
+class DataError(ValueError):
+    """A problem with the data itself (a file, a column, a row): one line naming the config key."""
+
+
+def key_of(args: argparse.Namespace, name: str) -> str:
+    """How to name setting ``name`` in a message: its config key when the workflow runs the
+    stage (``datasets.qiws.source_column``, ``data.empty_policy``), else its flag."""
+    if not args.config_key:
+        return "--" + name.replace("_", "-")
+    if name in settings.DATA_SHARED:
+        return f"config key data.{name}"
+    return f"config key {args.config_key}.{name}"
 
 
 def load_hub(path: str, name: str | None, split: str):
     import datasets
 
+    datasets.disable_progress_bars()  # a log, not a terminal: errors stay one line
     return datasets.load_dataset(path, name, split=split)
 
 
-def load_local(path: Path, fmt: str, file: str):
-    import datasets
+def read_jsonl_rows(path: Path, key: str) -> list[dict]:
+    """Every line one JSON object: else a DataError naming the file and the 1-based line
+    (the datasets JSON loader only reports a byte offset deep in a pyarrow traceback)."""
+    rows = []
+    # bytes, decoded line by line: a text-mode file decodes in chunks, so a bad byte would be
+    # reported before the line that holds it is even read
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not UTF-8 text ({e.reason}); fix the file or point "
+                                f"{key} elsewhere") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not valid JSON ({e.msg}, column {e.colno}); fix the "
+                                f"file or point {key} elsewhere") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: a JSONL row must be an object, got "
+                                f"{type(row).__name__}; fix the file or point {key} elsewhere")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path} has no rows; fix the file or point {key} elsewhere")
+    return rows
 
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown local format {fmt!r}; choose one of {sorted(FORMATS)}")
+
+def load_local(path: Path, fmt: str, file: str, key: str):
+    """One split file as a ``datasets.Dataset``, read here rather than by
+    ``datasets.load_dataset``, which expands ``$VARS`` in local paths (a folder literally
+    named ``$HOME`` would be looked for in the home directory) and copies every file into its
+    cache."""
+    import datasets
+    import pandas as pd
+
     full = path / file
     if not full.is_file():
-        raise FileNotFoundError(f"local data file {full} does not exist (data set path "
-                                f"{path}, format {fmt}); set the data set's `path` in the config")
-    return datasets.load_dataset(FORMATS[fmt], data_files={"data": str(full)}, split="data")
+        raise DataError(f"local data file {full} does not exist (format {fmt}); set {key}")
+    if fmt == "jsonl":
+        return datasets.Dataset.from_list(read_jsonl_rows(full, key))
+    if fmt == "json":
+        try:
+            rows = json.loads(full.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{full}: not a JSON file ({e}); fix the file or point {key} "
+                            f"elsewhere") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise DataError(f"{full}: format json needs a JSON array of objects (one per "
+                            f"example); for one object per line use format jsonl")
+        return datasets.Dataset.from_list(rows)
+    try:
+        # text columns stay text: no NaN for an empty cell, no numbers for numeric-looking ids
+        frame = (pd.read_csv(full, dtype=str, keep_default_na=False) if fmt == "csv"
+                 else pd.read_parquet(full))
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{full}: cannot be read as {fmt} ({e}); fix the file or point {key} "
+                        f"elsewhere") from None
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
-def to_rows(ds, *, source_column: str, target_column: str, id_column: str | None,
-            split: str, max_samples: int | None, prefix: str, empty_policy: str,
+def to_rows(ds, *, args: argparse.Namespace, split: str, max_samples: int | None,
             where: str) -> tuple[list[dict[str, str]], dict[str, int]]:
     """Validate columns and texts of one split, apply limits and prefix."""
     columns = list(ds.column_names)
-    for col, flag in ((source_column, "--source-column"), (target_column, "--target-column"),
-                      (id_column, "--id-column")):
+    for name in ("source_column", "target_column", "id_column"):
+        col = getattr(args, name)
         if col is not None and col not in columns:
-            raise ValueError(f"{where}: split {split!r} has no column {col!r} ({flag}); "
-                             f"available columns: {columns}")
+            raise DataError(f"{where}: split {split!r} has no column {col!r} "
+                            f"({key_of(args, name)}); available columns: {columns}")
     if len(ds) == 0:
-        raise ValueError(f"{where}: split {split!r} is empty")
+        raise DataError(f"{where}: split {split!r} is empty")
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
     rows, empty_ids = [], []
     for i, ex in enumerate(ds):
-        src, tgt = ex[source_column], ex[target_column]
-        rid = str(ex[id_column]) if id_column else f"{split}-{i}"
+        src, tgt = ex[args.source_column], ex[args.target_column]
+        rid = str(ex[args.id_column]) if args.id_column else f"{split}-{i}"
         if not isinstance(src, str) or not isinstance(tgt, str) or not src.strip() or not tgt.strip():
             empty_ids.append(rid)
             continue
-        rows.append({"id": rid, "source": prefix + src.strip(), "target": tgt.strip()})
-    if empty_ids and empty_policy == "error":
-        raise ValueError(f"{where}: split {split!r} has {len(empty_ids)} example(s) with an empty "
-                         f"source or target (first ids: {empty_ids[:5]}); clean the data or set "
-                         f"the empty-text policy to 'drop'")
+        rows.append({"id": rid, "source": args.source_prefix + src.strip(), "target": tgt.strip()})
+    if empty_ids and args.empty_policy == "error":
+        raise DataError(f"{where}: split {split!r} has {len(empty_ids)} example(s) with an empty "
+                        f"source or target (first ids: {empty_ids[:5]}); clean the data or set "
+                        f"{key_of(args, 'empty_policy')} to 'drop'")
     if not rows:
-        raise ValueError(f"{where}: split {split!r} has no usable example after dropping "
-                         f"{len(empty_ids)} empty one(s)")
+        raise DataError(f"{where}: split {split!r} has no usable example after dropping "
+                        f"{len(empty_ids)} empty one(s)")
     return rows, {"kept": len(rows), "dropped_empty": len(empty_ids)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m asymprune.data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kind", required=True, choices=("hub", "local", "generated"))
     p.add_argument("--output-dir", required=True, type=Path)
-    src = p.add_argument_group("hub and local sources")
-    src.add_argument("--path", help="hub data set id (hub) or folder of split files (local)")
-    src.add_argument("--name", default=None, help="hub configuration, e.g. 3.0.0 for cnn_dailymail")
-    src.add_argument("--format", default="jsonl", help=f"local file format: {sorted(FORMATS)}")
-    src.add_argument("--split", action="append", metavar="OUT=IN",
-                     help="source split (hub) or file name (local) for each output split; "
-                          "default: the same split name (hub), '<split>.<format>' (local)")
-    src.add_argument("--source-column", default="source")
-    src.add_argument("--target-column", default="target")
-    src.add_argument("--id-column", default=None)
-    gen = p.add_argument_group("generated demo data")
-    gen.add_argument("--num-samples", action="append", metavar="SPLIT=N",
-                     help="examples to generate per split")
-    gen.add_argument("--seed", type=int, default=0, help="generator seed (splits use seed+0/1/2)")
-    common = p.add_argument_group("all sources")
-    common.add_argument("--max-samples", action="append", metavar="SPLIT=N",
-                        help="keep only the first N examples of a split")
-    common.add_argument("--source-prefix", default="", help='e.g. "summarize: " for FLAN-T5')
-    common.add_argument("--empty-policy", choices=("error", "drop"), default="error",
-                        help="what to do with examples whose source or target is empty")
+    settings.add_arguments(p, settings.Data, "data set (asymprune.settings.Data)")
     args = p.parse_args(argv)
+    settings.resolve(settings.Data, args, p)
+    return args
 
+
+def run(args: argparse.Namespace) -> int:
     t0 = time.time()
-    split_map = _pairs(args.split, "--split")
-    limits = _pairs(args.max_samples, "--max-samples", int)
+    limits = {s: n for s, n in args.max_samples.items() if n}
     counts: dict[str, dict[str, int]] = {}
     outputs: dict[str, list[dict[str, str]]] = {}
     if args.kind == "generated":
         from asymprune import demo_data
 
-        sizes = _pairs(args.num_samples, "--num-samples", int)
-        missing = [s for s in SPLITS if s not in sizes]
-        if missing:
-            raise ValueError(f"--num-samples needs a count for every split; missing {missing}")
         for k, split in enumerate(SPLITS):
             rows = [dict(r, source=args.source_prefix + r["source"])
-                    for r in demo_data.generate(sizes[split], args.seed + k)]
+                    for r in demo_data.generate(args.num_samples[split], args.seed + k)]
             outputs[split] = rows[: limits.get(split, len(rows))]
             counts[split] = {"kept": len(outputs[split]), "dropped_empty": 0}
     else:
-        if not args.path:
-            raise ValueError(f"--path is required for --kind {args.kind}")
         for split in SPLITS:
             if args.kind == "hub":
-                ds = load_hub(args.path, args.name, split_map.get(split, split))
+                ds = load_hub(args.path, args.name, args.files.get(split, split))
                 where = f"hub data set {args.path}" + (f" ({args.name})" if args.name else "")
             else:
-                file = split_map.get(split, f"{split}.{args.format}")
-                ds = load_local(Path(args.path), args.format, file)
+                file = args.files.get(split, f"{split}.{args.format}")
+                ds = load_local(Path(args.path), args.format, file, key_of(args, "path"))
                 where = f"local file {Path(args.path) / file}"
-            outputs[split], counts[split] = to_rows(
-                ds, source_column=args.source_column, target_column=args.target_column,
-                id_column=args.id_column, split=split, max_samples=limits.get(split),
-                prefix=args.source_prefix, empty_policy=args.empty_policy, where=where)
+            outputs[split], counts[split] = to_rows(ds, args=args, split=split,
+                                                    max_samples=limits.get(split), where=where)
 
     for split, rows in outputs.items():
         write_jsonl(args.output_dir / f"{split}.jsonl", rows)
@@ -150,6 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         "data", vars(args), samples={s: c["kept"] for s, c in counts.items()},
         wall_time_s=time.time() - t0, dropped_empty={s: c["dropped_empty"] for s, c in counts.items()}))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except DataError as e:
+        # one line a user can act on, not a traceback from inside pyarrow
+        print(f"asymprune.data: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -22,18 +22,12 @@ import torch
 from asymprune import rouge
 from asymprune.artifacts import read_jsonl, write_jsonl
 from asymprune.generation import generate
+from asymprune import settings
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
                                 resolve_device)
 from asymprune.provenance import make_sidecar, read_json, write_json
 
 COLUMNS = ("id", "source", "target")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 # Top-level keys of the output JSON that a --tag must not overwrite.
@@ -67,23 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     io.add_argument("--tag", action="append", default=[], type=_tag, metavar="KEY=VALUE",
                     help="label copied to the top level of --output, repeatable; the workflow "
                          "passes size, dataset and variant, which the report groups by")
-    gen = p.add_argument_group("generation")
-    gen.add_argument("--max-samples", type=_positive_int, default=None,
-                     help="score only the first N rows of --data-file (default: all)")
-    gen.add_argument("--batch-size", type=_positive_int, default=16,
-                     help="sources per generate() call (default: %(default)s)")
-    gen.add_argument("--max-source-length", type=_positive_int, default=1024,
-                     help="truncate sources to this many tokens, EOS included (default: %(default)s)")
-    gen.add_argument("--max-new-tokens", type=_positive_int, default=256,
-                     help="cap on generated tokens per summary (default: %(default)s)")
-    gen.add_argument("--num-beams", type=_positive_int, default=1,
-                     help="1 = greedy, as the papers evaluate (default: %(default)s)")
     dev = p.add_argument_group("device")
     dev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto = cuda when available, else cpu (default: %(default)s)")
-    dev.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
-                     help="weights and activations dtype (default: %(default)s)")
+    settings.add_arguments(p, settings.Evaluate)
     args = p.parse_args(argv)
+    settings.resolve(settings.Evaluate, args, p)
     keys = [k for k, _ in args.tag]
     if len(set(keys)) != len(keys):
         p.error(f"--tag: a key is given twice in {keys}")

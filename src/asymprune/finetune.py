@@ -31,6 +31,7 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
                           T5Config, T5ForConditionalGeneration, TrainerCallback)
 from transformers.trainer_utils import get_last_checkpoint
 
+from asymprune import settings
 from asymprune.artifacts import atomic_dir
 from asymprune.checkpoints import discard_stale, fingerprint
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
@@ -43,7 +44,7 @@ EXIT_PREEMPTED = 143  # 128 + SIGTERM(15): the shell's code for "terminated"
 # Arguments that change what is trained. A checkpoint written under other values is stale
 # and must not be resumed (paths and the OOM batch divisor do not change the result).
 FINGERPRINT_EXCLUDE = {"output", "checkpoint_dir", "batch_divisor", "save_steps",
-                       "logging_steps", "device"}
+                       "logging_steps", "device", "config_key"}
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -92,32 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = p.add_argument_group("data")
     d.add_argument("--train-file", required=True, type=Path, help="train.jsonl (id, source, target)")
     d.add_argument("--validation-file", type=Path, help="validation.jsonl for a final eval loss")
-    d.add_argument("--max-source-length", type=int, default=1024)
-    d.add_argument("--max-target-length", type=int, default=256)
-    d.add_argument("--max-train-samples", type=int, default=None)
-    d.add_argument("--max-eval-samples", type=int, default=1000)
-    t = p.add_argument_group("optimisation (paper defaults)")
-    t.add_argument("--epochs", type=float, default=3.0)
-    t.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
-    t.add_argument("--learning-rate", type=float, default=1e-4)
-    t.add_argument("--lr-scheduler", default="constant",
-                   help="transformers scheduler name: constant, linear, cosine, ...")
-    t.add_argument("--warmup-steps", type=int, default=0)
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--effective-batch-size", type=int, default=64)
-    t.add_argument("--per-device-batch-size", type=int, default=8)
-    t.add_argument("--batch-divisor", type=int, default=1,
+    r = p.add_argument_group("run")
+    r.add_argument("--batch-divisor", type=int, default=1,
                    help="divide the per-device batch by this and multiply accumulation by it "
                         "(OOM retries); the effective batch is unchanged")
-    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     o = p.add_argument_group("outputs")
     o.add_argument("--output", required=True, type=Path, help="final model folder")
     o.add_argument("--checkpoint-dir", required=True, type=Path,
                    help="resumable checkpoints (kept across reruns)")
-    o.add_argument("--save-steps", type=int, default=500)
-    o.add_argument("--logging-steps", type=int, default=50)
+    settings.add_arguments(p, settings.Training)
     return p
 
 
@@ -175,14 +160,14 @@ def tokenized(path: Path, tokenizer, args, limit: int | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings.resolve(settings.Training, args, parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if bool(args.model) == bool(args.init_config):
         raise ValueError("give exactly one of --model (hub id or folder) or --init-config")
     if args.init_config and not args.tokenizer:
         raise ValueError("--init-config (training from scratch) needs --tokenizer")
-    if args.learning_rate <= 0:
-        raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
     use_cuda = resolve_device(args.device).type == "cuda"
     if args.precision == "fp16" and not use_cuda:
         raise ValueError("--precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asymprune.layers import variant_blocks
+from asymprune.variants import parse_depth
 
 # Shared by all three sizes (hub config.json of every FLAN-T5 checkpoint).
 _COMMON: dict[str, Any] = dict(
@@ -74,8 +74,8 @@ def config_kwargs(size: str, variant: str = "e6d6", strategy: str = "auto") -> d
     """
     _check_size(size)
     kwargs = {**_COMMON, **FLAN_T5[size]}
-    enc, dec = variant_blocks(variant, kwargs["num_layers"], kwargs["num_decoder_layers"],
-                              strategy)
+    enc, dec = parse_depth(variant).blocks(kwargs["num_layers"], kwargs["num_decoder_layers"],
+                                           strategy)
     kwargs["num_layers"] = len(enc)
     kwargs["num_decoder_layers"] = len(dec)
     return kwargs

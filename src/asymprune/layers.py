@@ -1,24 +1,13 @@
 """Which blocks of a T5 stack survive: pure functions, no torch.
 
-Campos & Zhai name depth variants in sixths: ``e{E}d{D}`` keeps E/6 of the encoder and D/6 of
-the decoder (e6d6 = the unpruned teacher). NASH selects k decoder blocks uniformly.
-All indices are 0-based block indices.
+Campos & Zhai cut a stack to sixths of its depth; NASH selects k decoder blocks uniformly.
+All indices are 0-based block indices. What a variant id means (``e3d6``, ``nash-d3-...``) is
+``asymprune.variants``; this module only knows stacks, counts and strategies.
 """
 
 from __future__ import annotations
 
 import math
-import re
-
-VARIANT_RE = re.compile(r"^e([1-6])d([1-6])$")
-
-# The 16 variants of the asymmetry paper: unpruned, decoder-only, encoder-only, symmetric.
-VARIANTS: tuple[str, ...] = (
-    ("e6d6",)
-    + tuple(f"e6d{d}" for d in range(5, 0, -1))
-    + tuple(f"e{e}d6" for e in range(5, 0, -1))
-    + tuple(f"e{k}d{k}" for k in range(5, 0, -1))
-)
 
 # The authors' tables (same table for encoder and decoder), keyed by stack depth, then sixths.
 PUBLISHED: dict[int, dict[int, tuple[int, ...]]] = {
@@ -33,14 +22,6 @@ PUBLISHED: dict[int, dict[int, tuple[int, ...]]] = {
 
 SIXTHS_STRATEGIES = ("auto", "published", "spaced")
 NASH_STRATEGIES = ("uniform", "low", "high")
-
-
-def parse_variant(variant: str) -> tuple[int, int]:
-    """``'e3d6'`` -> ``(3, 6)``; anything else is an error naming the accepted form."""
-    m = VARIANT_RE.match(variant)
-    if not m:
-        raise ValueError(f"variant {variant!r} is not of the form e{{E}}d{{D}} with E, D in 1..6")
-    return int(m.group(1)), int(m.group(2))
 
 
 def sixths_count(n_layers: int, sixths: int) -> int:
@@ -121,10 +102,3 @@ def select_sixths(n_layers: int, sixths: int, strategy: str = "auto") -> tuple[i
         raise ValueError(f"no published layer table for a {n_layers}-layer stack "
                          f"(tables exist for {sorted(PUBLISHED)}); use 'spaced' or 'auto'")
     return spaced(n_layers, sixths_count(n_layers, sixths))
-
-
-def variant_blocks(variant: str, n_enc: int, n_dec: int,
-                   strategy: str = "auto") -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(encoder blocks, decoder blocks) kept by a depth variant such as ``'e3d6'``."""
-    e, d = parse_variant(variant)
-    return select_sixths(n_enc, e, strategy), select_sixths(n_dec, d, strategy)

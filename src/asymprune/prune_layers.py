@@ -3,8 +3,8 @@
     python -m asymprune.prune_layers --model TEACHER_DIR --variant e3d6 --strategy auto \\
         --output results/<preset>/models/<size>/<dataset>/e3d6/pruned
 
-Which blocks survive is ``asymprune.layers.variant_blocks`` (the authors' tables for 8/12/24-layer
-stacks under ``auto``/``published``, evenly spaced otherwise); the edit is
+Which blocks survive is ``asymprune.variants.DepthVariant.blocks`` (the authors' tables for
+8/12/24-layer stacks under ``auto``/``published``, evenly spaced otherwise); the edit is
 ``asymprune.surgery.keep_blocks``. The result still needs re-fine-tuning (``asymprune.finetune``).
 """
 
@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from asymprune.artifacts import atomic_dir
-from asymprune.layers import SIXTHS_STRATEGIES, parse_variant, variant_blocks
+from asymprune.layers import SIXTHS_STRATEGIES
+from asymprune.variants import parse_depth
 from asymprune.modeling import count_parameters, load_model, load_tokenizer
 from asymprune.provenance import make_sidecar, write_json
 from asymprune.surgery import keep_blocks
@@ -37,10 +38,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="folder for the pruned model + tokenizer + sidecar.json")
     args = p.parse_args(argv)
     try:
-        sixths = parse_variant(args.variant)
+        variant = parse_depth(args.variant)
     except ValueError as err:
         p.error(f"--variant: {err}")
-    if sixths == (6, 6):
+    if variant.is_teacher:
         p.error("--variant e6d6 keeps every block: the unpruned variant is the teacher itself, "
                 "so there is nothing to prune (use the teacher's folder directly)")
     return args
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model).eval()
     tokenizer = load_tokenizer(args.model)
     n_enc, n_dec = len(model.encoder.block), len(model.decoder.block)
-    enc, dec = variant_blocks(args.variant, n_enc, n_dec, args.strategy)
+    enc, dec = parse_depth(args.variant).blocks(n_enc, n_dec, args.strategy)
     params_before = count_parameters(model)
     keep_blocks(model, enc, dec)
     params_after = count_parameters(model)

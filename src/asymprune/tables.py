@@ -20,13 +20,13 @@ from typing import Any
 
 import pandas as pd
 
-from asymprune.layers import VARIANTS, VARIANT_RE
+from asymprune import variants
 
 # Eval JSON "metrics" key -> column label of the paper's tables, in the paper's column order.
 METRICS: dict[str, str] = {"rouge1": "R-1", "rouge2": "R-2", "rougeLsum": "RSL",
                            "rougeL": "R-L", "gen_len": "GenL"}
 SIZE_ORDER = ("small", "base", "large")
-GROUPS = ("baseline", "decoder", "encoder", "both", "other", "nash")
+GROUPS = variants.GROUPS
 NAME_RE = re.compile(r"^[A-Za-z0-9._+-]+$")  # labels end up in file names
 BENCH_RESULT_KEYS = ("mode", "batch_size", "mean_ms", "std_ms", "median_ms", "new_tokens_mean")
 
@@ -38,16 +38,8 @@ log = logging.getLogger("asymprune.report")
 # ----------------------------------------------------------------------------- ordering
 
 def variant_key(variant: str) -> tuple:
-    """Paper order (e6d6, e6d5..e6d1, e5d6..e1d6, e5d5..e1d1), other e/d, then NASH by name."""
-    if variant in VARIANTS:
-        return (0, VARIANTS.index(variant), "")
-    m = VARIANT_RE.match(variant)
-    if m:
-        return (1, -int(m.group(1)) * 10 - int(m.group(2)), "")
-    if variant.startswith("nash-"):
-        return (2, 0, variant)
-    raise ValueError(f"unknown variant {variant!r}: expected e{{E}}d{{D}} (E, D in 1..6) or a "
-                     f"name starting with 'nash-'")
+    """Table order of a variant id (``asymprune.variants.sort_key``); an unknown id is an error."""
+    return variants.sort_key(variant)
 
 
 def size_key(size: str) -> tuple:
@@ -64,23 +56,12 @@ def sort_sizes(sizes: Iterable[str]) -> list[str]:
 
 def sixths(variant: str) -> tuple[int | None, int | None]:
     """(l_enc, l_dec) in sixths for e{E}d{D}; (None, None) for NASH (not a sixths variant)."""
-    m = VARIANT_RE.match(variant)
-    return (int(m.group(1)), int(m.group(2))) if m else (None, None)
+    return variants.sixths(variant)
 
 
 def variant_group(variant: str, baseline: str = "e6d6") -> str:
     """baseline, decoder (only the decoder pruned), encoder, both (symmetric), other, nash."""
-    if variant == baseline:
-        return "baseline"
-    e, d = sixths(variant)
-    if e is None:
-        variant_key(variant)  # raises for names that are neither e/d nor nash-
-        return "nash"
-    if e == 6:
-        return "decoder"
-    if d == 6:
-        return "encoder"
-    return "both" if e == d else "other"
+    return variants.group(variant, baseline)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -134,7 +115,7 @@ def nash_tables(records: list[Record], ev: pd.DataFrame,
     rows = []
     for path, obj in records:
         variant = obj.get("variant", "")
-        if not str(variant).startswith("nash-"):
+        if variants.group(variant, baseline) != "nash":
             continue
         nash = (obj.get("model_sidecar") or {}).get("parent") or {}
         if nash.get("stage") != "nash":

@@ -8,7 +8,9 @@ rule data:
         test=f"{RESULTS}/data/{{dataset}}/test.jsonl",
         sidecar=f"{RESULTS}/data/{{dataset}}/data.json",
     params:
-        flags=lambda wc: data_flags(wc.dataset),
+        # datasets.<name> merged over data: one JSON argument, shell-quoted below (:q)
+        settings=lambda wc: settings_json(CFG.datasets[wc.dataset]),
+        key=lambda wc: f"datasets.{wc.dataset}",
         outdir=lambda wc, output: os.path.dirname(output.sidecar),
         code=code("data"),
     log:
@@ -18,7 +20,8 @@ rule data:
         mem_mb=8000,
         runtime=120,
     shell:
-        "python -m asymprune.data {params.flags} --output-dir {params.outdir} > {log} 2>&1"
+        "python -m asymprune.data --settings {params.settings:q} --config-key {params.key:q}"
+        " --output-dir {params.outdir:q} > {log:q} 2>&1"
 
 
 rule tokenizer:
@@ -35,5 +38,5 @@ rule tokenizer:
     resources:
         gpu=0,
     shell:
-        "python -m asymprune.tokenizer --train-file {input.train} --vocab-size {params.vocab}"
-        " --output {params.outdir} > {log} 2>&1"
+        "python -m asymprune.tokenizer --train-file {input.train:q} --vocab-size {params.vocab}"
+        " --output {params.outdir:q} > {log:q} 2>&1"

@@ -9,7 +9,7 @@ rule finetune:
     params:
         launch=lambda wc: launcher(wc.size),
         model=teacher_model_flags,
-        flags=training_flags(config["finetune"]),
+        settings=settings_json(CFG.finetune),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, "e6d6", "finetune"),
         out=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
         code=code("finetune"),
@@ -25,10 +25,11 @@ rule finetune:
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
         batch_divisor=batch_divisor,
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune {params.model} --train-file {input.train}"
-        " --validation-file {input.validation} {params.flags}"
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune {params.model}"
+        " --train-file {input.train:q} --validation-file {input.validation:q}"
+        " --settings {params.settings:q} --config-key finetune"
         " --batch-divisor {resources.batch_divisor}"
-        " --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"
+        " --checkpoint-dir {params.ckpt:q} --output {params.out:q} > {log:q} 2>&1"
 
 
 rule refinetune:
@@ -40,7 +41,7 @@ rule refinetune:
         f"{RESULTS}/models/{{size}}/{{dataset}}/{{pvariant}}/model/sidecar.json",
     params:
         launch=lambda wc: launcher(wc.size),
-        flags=training_flags(REFINETUNE),
+        settings=settings_json(CFG.refinetune),
         pruned=lambda wc: f"{RESULTS}/models/{wc.size}/{wc.dataset}/{wc.pvariant}/pruned",
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.pvariant, "refinetune"),
         out=lambda wc: model_dir(wc.size, wc.dataset, wc.pvariant),
@@ -56,7 +57,8 @@ rule refinetune:
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
         batch_divisor=batch_divisor,
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune --model {params.pruned} --train-file {input.train}"
-        " --validation-file {input.validation} {params.flags}"
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune --model {params.pruned:q}"
+        " --train-file {input.train:q} --validation-file {input.validation:q}"
+        " --settings {params.settings:q} --config-key refinetune"
         " --batch-divisor {resources.batch_divisor}"
-        " --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"
+        " --checkpoint-dir {params.ckpt:q} --output {params.out:q} > {log:q} 2>&1"

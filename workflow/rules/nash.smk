@@ -1,7 +1,6 @@
 # NASH (Ko et al.): shallow decoder (uniform block selection) + narrow encoder (L0 gates on
 # heads and FFN units, Lagrangian sparsity target), trained with KL + hidden-state
 # distillation from the teacher, physically pruned; then fine-tuned like every other variant.
-NASH_FINETUNE = {**config["finetune"], **config["nash"]["finetune"]}
 
 
 rule nash:
@@ -14,8 +13,7 @@ rule nash:
     params:
         launch=lambda wc: launcher(wc.size),
         teacher=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
-        variant=lambda wc: " ".join(nash_variant_args(wc.nvariant)),
-        flags=nash_train_flags(config["nash"]["train"]),
+        settings=settings_json(CFG.nash_train),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "nash"),
         out=lambda wc, output: os.path.dirname(output[0]),
         code=code("nash"),
@@ -29,9 +27,11 @@ rule nash:
         runtime=lambda wc: res(wc.size, "runtime"),
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} asymprune.nash --teacher {params.teacher}"
-        " {params.variant} --train-file {input.train} --validation-file {input.validation}"
-        " {params.flags} --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.nash --teacher {params.teacher:q}"
+        " --variant {wildcards.nvariant} --train-file {input.train:q}"
+        " --validation-file {input.validation:q}"
+        " --settings {params.settings:q} --config-key nash.train"
+        " --checkpoint-dir {params.ckpt:q} --output {params.out:q} > {log:q} 2>&1"
 
 
 rule nash_finetune:
@@ -43,7 +43,7 @@ rule nash_finetune:
         f"{RESULTS}/models/{{size}}/{{dataset}}/{{nvariant}}/model/sidecar.json",
     params:
         launch=lambda wc: launcher(wc.size),
-        flags=training_flags(NASH_FINETUNE),
+        settings=settings_json(CFG.nash_finetune),
         pruned=lambda wc, input: os.path.dirname(input.pruned),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "finetune"),
         out=lambda wc, output: os.path.dirname(output[0]),
@@ -59,7 +59,8 @@ rule nash_finetune:
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
         batch_divisor=batch_divisor,
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune --model {params.pruned}"
-        " --train-file {input.train} --validation-file {input.validation} {params.flags}"
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune --model {params.pruned:q}"
+        " --train-file {input.train:q} --validation-file {input.validation:q}"
+        " --settings {params.settings:q} --config-key nash.finetune"
         " --batch-divisor {resources.batch_divisor}"
-        " --checkpoint-dir {params.ckpt} --output {params.out} > {log} 2>&1"
+        " --checkpoint-dir {params.ckpt:q} --output {params.out:q} > {log:q} 2>&1"

@@ -17,5 +17,5 @@ rule prune_layers:
         gpu=0,
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
     shell:
-        "python -m asymprune.prune_layers --model {params.teacher} --variant {wildcards.pvariant}"
-        " --strategy {params.strategy} --output {params.out} > {log} 2>&1"
+        "python -m asymprune.prune_layers --model {params.teacher:q} --variant {wildcards.pvariant}"
+        " --strategy {params.strategy} --output {params.out:q} > {log:q} 2>&1"

@@ -10,13 +10,14 @@ rule report:
         f"{REPORTS}/DONE",
     params:
         outdir=lambda wc, output: os.path.dirname(output[0]),
-        bench=lambda wc, input: f"--bench {' '.join(input.bench)}" if input.bench else "",
-        bench_arch=lambda wc, input: (f"--bench-arch {' '.join(input.bench_arch)}"
+        # lists of paths, each shell-quoted
+        bench=lambda wc, input: shlex.join(["--bench", *input.bench]) if input.bench else "",
+        bench_arch=lambda wc, input: (shlex.join(["--bench-arch", *input.bench_arch])
                                       if input.bench_arch else ""),
         code=code("report"),
     log:
         f"{LOGS}/report.log",
     localrule: True
     shell:
-        "python -m asymprune.report --eval {input.evals} {params.bench} {params.bench_arch}"
-        " --out-dir {params.outdir} > {log} 2>&1 && touch {output}"
+        "python -m asymprune.report --eval {input.evals:q} {params.bench} {params.bench_arch}"
+        " --out-dir {params.outdir:q} > {log:q} 2>&1 && touch {output:q}"

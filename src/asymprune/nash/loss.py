@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-KL_DIRECTIONS = ("teacher_student", "student_teacher")
+from asymprune.settings import KL_DIRECTIONS  # defined once, with the setting
 
 
 def kl_distill(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -3,17 +3,19 @@ pruning. The pruned model still needs the final fine-tuning (``asymprune.finetun
 
     python -m asymprune.nash --teacher results/P/models/S/D/e6d6/model \\
         --train-file .../train.jsonl --validation-file .../validation.jsonl \\
-        --decoder-layers 3 --layer-selection uniform --encoder-mode l0 --target-sparsity 0.3 \\
+        --variant nash-d3-uniform-l0s30 \\
         --output results/P/models/S/D/nash-d3-uniform-l0s30/pruned \\
         --checkpoint-dir results/P/checkpoints/S/D/nash-d3-uniform-l0s30/nash
 
-1. Student = teacher with ``--decoder-layers`` decoder blocks (``layers.select_k``: uniform
+1. Student = teacher with D decoder blocks of ``--variant nash-dD-...`` (``layers.select_k``: uniform
    floor((L-1)/(k-1) j), low, high; ``surgery.keep_blocks`` moves the position bias).
-   ``--encoder-mode layers`` also keeps round((1 - t) L) uniformly chosen encoder blocks.
+   Encoder mode ``layerss{P}`` keeps round((1 - t) L) uniformly chosen encoder blocks instead
+   (``asymprune.variants.NashVariant.blocks``).
 2. Training (paper section 4.3): KL(teacher || student) on target tokens + 0.001 x encoder
    hidden-state MSE (same layers) + 0.001 x decoder hidden-state MSE (student layer j vs the
-   teacher layer it was copied from) + R = l1 (s - t) + l2 (s - t)^2 (``--encoder-mode l0``),
-   with t warmed up linearly from 0 over the first 80 % of steps (Table 8: 16 of 20 epochs).
+   teacher layer it was copied from) + R = l1 (s - t) + l2 (s - t)^2 (encoder mode ``l0s{P}``),
+   with t warmed up linearly from 0 over the first ``sparsity_warmup_fraction`` of the steps
+   (Table 8, XSum/CNN-DM: reached after 2 of 3 epochs, 0.6667).
    Optimisers: AdamW over the weights (lr 3e-5, Table 8) and the gates (lr 0.01, CoFi's
    convention: gates share the regulariser's learning rate), and a second AdamW with
    ``maximize=True`` over (l1, l2) (lr 0.01, Table 8): gradient ascent on the multipliers.
@@ -46,16 +48,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from asymprune import settings, variants
 from asymprune.artifacts import atomic_dir, read_jsonl, write_jsonl
-from asymprune.layers import NASH_STRATEGIES, select_k, uniform
 from asymprune.checkpoints import discard_stale, fingerprint
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.nash import gates
-from asymprune.nash.loss import KL_DIRECTIONS, hidden_mse, kl_distill, total_loss
+from asymprune.nash.loss import hidden_mse, kl_distill, total_loss
 from asymprune.nash.masking import EncoderGates, EncoderMasks, masks_from_indices
 from asymprune.nash.params import EncoderDims, encoder_prunable_params, sparsity
 from asymprune.nash.prune import encoder_widths, prune_encoder
-from asymprune.nash.variants import ENCODER_MODES, format_variant_id
 from asymprune.provenance import make_sidecar, write_json
 from asymprune.surgery import keep_blocks
 
@@ -63,11 +64,11 @@ log = logging.getLogger("asymprune.nash")
 
 EXIT_PREEMPTED = 143          # 128 + SIGTERM(15)
 MASK_CHECK_ATOL = 1e-4        # masked vs physically pruned logits
-DEFAULT_TARGET = 0.3          # section 5.1: "target sparsity of the encoder networks as 30 %"
 KEEP_CHECKPOINTS = 2
 # Arguments that do not change what is trained: a checkpoint written under other values of
 # these is still resumable.
-FINGERPRINT_EXCLUDE = {"output", "checkpoint_dir", "save_steps", "logging_steps", "device"}
+FINGERPRINT_EXCLUDE = {"output", "checkpoint_dir", "save_steps", "logging_steps", "device",
+                       "config_key"}
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -79,107 +80,38 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model and variant")
     m.add_argument("--teacher", required=True, help="fine-tuned teacher folder (or hub id)")
-    m.add_argument("--decoder-layers", required=True, type=int,
-                   help="decoder blocks the student keeps (NASH d_s)")
-    m.add_argument("--layer-selection", choices=NASH_STRATEGIES, default="uniform",
-                   help="which decoder blocks: uniform floor((L-1)/(k-1) j), low = first k, "
-                        "high = last k (default: %(default)s)")
-    m.add_argument("--encoder-mode", choices=ENCODER_MODES, default="l0",
-                   help="l0 = gated heads + FFN units (NASH), layers = uniform encoder layer "
-                        "selection at ~the target sparsity, none = encoder kept whole "
-                        "(default: %(default)s)")
-    m.add_argument("--target-sparsity", type=float, default=None,
-                   help=f"fraction of the encoder's prunable parameters (heads, FFN units) to "
-                        f"remove; l0 and layers modes, default {DEFAULT_TARGET}")
-    m.add_argument("--sparsity-tolerance", type=float, default=0.005,
-                   help="l0: the deterministic mask is adjusted until |reached - target| <= "
-                        "this (default: %(default)s = half a point)")
+    m.add_argument("--variant", required=True,
+                   help=f"NASH variant id, {variants.NASH_GRAMMAR} (asymprune.variants), e.g. "
+                        f"nash-d3-uniform-l0s30: 3 decoder blocks chosen uniformly "
+                        f"floor((L-1)/(k-1) j), encoder heads + FFN units L0-pruned to 30 %%")
     d = p.add_argument_group("data")
     d.add_argument("--train-file", required=True, type=Path, help="train.jsonl (id, source, target)")
     d.add_argument("--validation-file", required=True, type=Path,
                    help="validation.jsonl: the pruned model's CE / KL are reported on it")
-    d.add_argument("--max-source-length", type=int, default=512, help="Table 8: 512")
-    d.add_argument("--max-target-length", type=int, default=128, help="Table 8: 128")
-    d.add_argument("--max-train-samples", type=int, default=None)
-    d.add_argument("--max-eval-samples", type=int, default=500)
-    t = p.add_argument_group("optimisation (defaults: NASH Table 8, small NLG data sets)")
-    t.add_argument("--epochs", type=float, default=20.0, help="Table 8: 20 (TweetQA, SAMSum)")
-    t.add_argument("--max-steps", type=int, default=-1,
-                   help="optimizer steps; overrides --epochs when > 0")
-    t.add_argument("--batch-size", type=int, default=4, help="examples per micro-batch (Table 8: 4)")
-    t.add_argument("--grad-accum", type=int, default=1,
-                   help="micro-batches per optimizer step (effective batch = batch x accum)")
-    t.add_argument("--learning-rate", type=float, default=3e-5, help="weights, AdamW (Table 8)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="weights only")
-    t.add_argument("--max-grad-norm", type=float, default=1.0,
-                   help="clip the weights' gradient norm (0 = off)")
-    t.add_argument("--reg-learning-rate", type=float, default=0.01,
-                   help="Lagrange multipliers, gradient ascent (Table 8: 0.01)")
-    t.add_argument("--gate-learning-rate", type=float, default=None,
-                   help="gate log_alpha, AdamW (default: --reg-learning-rate, as CoFi)")
-    t.add_argument("--gate-init-droprate", type=float, default=0.5,
-                   help="initial log_alpha = log(1-p) - log(p) (Louizos et al.; 0.5 -> 0)")
-    w = t.add_mutually_exclusive_group()
-    w.add_argument("--sparsity-warmup-steps", type=int, default=None,
-                   help="steps over which the target rises linearly from 0")
-    w.add_argument("--sparsity-warmup-fraction", type=float, default=None,
-                   help="the same as a fraction of all steps (default 0.8 = 16 of 20 epochs)")
-    t.add_argument("--distill-enc", type=float, default=1e-3,
-                   help="lambda_enc, encoder hidden-state MSE weight (Table 8)")
-    t.add_argument("--distill-dec", type=float, default=1e-3,
-                   help="lambda_dec, decoder hidden-state MSE weight (Table 8)")
-    t.add_argument("--kl-temperature", type=float, default=1.0)
-    t.add_argument("--kl-direction", choices=KL_DIRECTIONS, default="teacher_student",
-                   help="teacher_student = KL(teacher || student), the distillation convention; "
-                        "student_teacher = the paper's KLD(f || g) read literally")
-    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="autocast dtype of the forward passes (weights stay fp32)")
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    r = p.add_argument_group("run")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     o = p.add_argument_group("outputs")
     o.add_argument("--output", required=True, type=Path,
                    help="physically pruned model folder (model, tokenizer, sidecar.json)")
     o.add_argument("--checkpoint-dir", required=True, type=Path,
                    help="resumable checkpoints (kept across reruns)")
-    o.add_argument("--save-steps", type=int, default=500)
-    o.add_argument("--logging-steps", type=int, default=50)
+    settings.add_arguments(p, settings.NashTrain)
     return p
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
-    positive = {"decoder_layers": args.decoder_layers, "batch_size": args.batch_size,
-                "grad_accum": args.grad_accum, "learning_rate": args.learning_rate,
-                "reg_learning_rate": args.reg_learning_rate, "save_steps": args.save_steps,
-                "logging_steps": args.logging_steps, "max_source_length": args.max_source_length,
-                "max_target_length": args.max_target_length, "kl_temperature": args.kl_temperature,
-                "max_eval_samples": args.max_eval_samples}
-    for name, value in positive.items():
-        if value is None or value <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if args.max_steps <= 0 and args.epochs <= 0:
-        p.error("give --epochs > 0 or --max-steps > 0")
-    if args.encoder_mode == "none":
-        if args.target_sparsity is not None:
-            p.error("--target-sparsity does not apply to --encoder-mode none")
-        args.target_sparsity = 0.0
-    else:
-        if args.target_sparsity is None:
-            args.target_sparsity = DEFAULT_TARGET
-        if not 0 < args.target_sparsity < 1:
-            p.error(f"--target-sparsity must be in (0, 1), got {args.target_sparsity}")
+    settings.resolve(settings.NashTrain, args, p)
+    try:
+        v = variants.parse_nash(args.variant)
+    except ValueError as e:
+        p.error(f"--variant: {e}")
+    # what the id fixes, as plain attributes for the training code and the sidecar
+    args.decoder_layers, args.layer_selection = v.decoder_layers, v.layer_selection
+    args.encoder_mode, args.target_sparsity = v.encoder_mode, v.target_sparsity
     if args.gate_learning_rate is None:
         args.gate_learning_rate = args.reg_learning_rate
-    if args.sparsity_warmup_steps is None and args.sparsity_warmup_fraction is None:
-        args.sparsity_warmup_fraction = 0.8
-    if args.sparsity_warmup_fraction is not None and not 0 <= args.sparsity_warmup_fraction <= 1:
-        p.error(f"--sparsity-warmup-fraction must be in [0, 1], got {args.sparsity_warmup_fraction}")
-    if args.sparsity_warmup_steps is not None and args.sparsity_warmup_steps < 0:
-        p.error("--sparsity-warmup-steps must be >= 0")
-    if not 0 < args.sparsity_tolerance < 0.01:
-        p.error("--sparsity-tolerance must be in (0, 0.01): the reached sparsity must stay "
-                "within 1 point of the target")
     for flag in ("train_file", "validation_file"):
         if not getattr(args, flag).is_file():
             p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} does not exist")
@@ -259,24 +191,6 @@ class BlockOutputs:
 
 # ---------------------------------------------------------------------------------------------
 # model
-
-
-def student_blocks(args, n_enc: int, n_dec: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(encoder blocks, decoder blocks) the student keeps from the teacher."""
-    if args.decoder_layers > n_dec:
-        raise ValueError(f"--decoder-layers {args.decoder_layers} exceeds the teacher's "
-                         f"{n_dec} decoder blocks")
-    dec = select_k(n_dec, args.decoder_layers, args.layer_selection)
-    if args.encoder_mode != "layers":
-        return tuple(range(n_enc)), dec
-    # A whole encoder layer is 1/L of the prunable parameters, so keep the count nearest to
-    # (1 - t) L, rounded half up: L = 6, t = 0.3 -> 4.2 -> 4 blocks (33.3 % reached);
-    # L = 12, t = 0.25 -> 9 blocks (25 %).
-    k = math.floor((1 - args.target_sparsity) * n_enc + 0.5)
-    if not 1 <= k < n_enc:
-        raise ValueError(f"--encoder-mode layers: target {args.target_sparsity} keeps {k} of "
-                         f"{n_enc} encoder blocks; it must keep between 1 and {n_enc - 1}")
-    return uniform(n_enc, k), dec
 
 
 def reached_sparsity(student, dims: EncoderDims) -> tuple[float, int]:
@@ -426,7 +340,7 @@ def run(args: argparse.Namespace, on_step=None) -> int:
     teacher.requires_grad_(False)
     dims = EncoderDims.from_config(teacher.config)
     n_enc, n_dec = len(teacher.encoder.block), len(teacher.decoder.block)
-    enc_blocks, dec_blocks = student_blocks(args, n_enc, n_dec)
+    enc_blocks, dec_blocks = variants.parse_nash(args.variant).blocks(n_enc, n_dec)
     student = keep_blocks(copy.deepcopy(teacher), enc_blocks, dec_blocks)
     student.requires_grad_(True)
     enc_pairs = list(enumerate(enc_blocks))   # (student layer, teacher layer)
@@ -439,8 +353,7 @@ def run(args: argparse.Namespace, on_step=None) -> int:
         total_steps = args.max_steps
     else:  # e.g. 64 examples / batch 4 = 16 micro-batches/epoch x 20 epochs / accum 2 = 160
         total_steps = math.ceil(math.ceil(args.epochs * stream.per_epoch) / args.grad_accum)
-    warmup = (args.sparsity_warmup_steps if args.sparsity_warmup_steps is not None
-              else round(args.sparsity_warmup_fraction * total_steps))
+    warmup = round(args.sparsity_warmup_fraction * total_steps)
 
     l0 = args.encoder_mode == "l0"
     gate_module = masks = None
@@ -569,8 +482,7 @@ def run(args: argparse.Namespace, on_step=None) -> int:
                            f"{args.target_sparsity} by more than {args.sparsity_tolerance}")
     heads, units = encoder_widths(student)
     metrics = evaluate(student, teacher, valid, args, pad_id, device)
-    variant = format_variant_id(args.decoder_layers, args.layer_selection, args.encoder_mode,
-                                args.target_sparsity)
+    variant = args.variant
     print(f"{variant}: encoder sparsity reached {reached:.4f} (target {args.target_sparsity}); "
           f"heads {heads}, FFN units {units}; decoder blocks {list(dec_blocks)} of {n_dec}; "
           f"validation CE {metrics['ce']:.4f}, KL {metrics['kl']:.4f}")

@@ -1,0 +1,508 @@
+"""Stage settings: one dataclass per stage, the single home of each setting's type, bounds,
+default and help text (pure Python: the workflow imports it while Snakemake parses).
+
+Everything else is derived from these classes:
+
+- the JSON schema of the config blocks (``block_schema``; ``workflow_config`` puts them into
+  ``workflow/schemas/config.schema.yaml`` where it says ``$ref: "#/definitions/<name>"``);
+- each stage's command-line flags (``add_arguments``): ``--learning-rate`` etc., plus
+  ``--settings JSON`` (the whole block, what the workflow passes, through ``shlex.quote``) and
+  ``--config-key`` (so that an error names ``refinetune.learning_rate``, not a flag);
+- validation of a merged block (``refinetune`` over ``finetune``) with cross-field checks
+  (``problems``), each message naming the config key a value came from.
+
+Values resolve as: dataclass default < ``--settings`` JSON < explicit flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import jsonschema
+
+SPLITS = ("train", "validation", "test")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
+KL_DIRECTIONS = ("teacher_student", "student_teacher")
+BENCH_MODES = ("fixed", "natural")
+FLAN_SIZES = ("small", "base", "large")
+DATA_KINDS = ("hub", "local", "generated")
+DATA_FORMATS = ("jsonl", "json", "csv", "parquet")
+
+
+class SettingsError(ValueError):
+    """A setting out of its bounds or a contradiction between settings; one line per problem."""
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, ge=None, gt=None, le=None,
+            lt=None, choices=None, stage: bool = True, schema: dict | None = None):
+    """A dataclass field with its bounds and help. ``stage=False``: a workflow-only setting
+    (in the schema, not a flag of the stage). ``schema``: the JSON schema of the value, for
+    types the generic mapping does not cover (per-split dicts)."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
+            "stage": stage, "schema": schema}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stages' settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """Fine-tuning (``finetune``; ``refinetune`` and ``nash.finetune`` override some keys).
+    Defaults: Campos & Zhai Table 12."""
+
+    epochs: float = setting(3.0, "training epochs (fractions allowed)", gt=0)
+    max_steps: int = setting(-1, "optimizer steps; > 0 overrides epochs")
+    learning_rate: float = setting(1.0e-4, "AdamW learning rate", gt=0)
+    lr_scheduler: str = setting("constant", "learning-rate schedule", choices=SCHEDULERS)
+    warmup_steps: int = setting(0, "linear learning-rate warm-up steps", ge=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay", ge=0)
+    effective_batch_size: int = setting(
+        64, "examples per optimizer step = per_device_batch_size x accumulation x GPUs", ge=1)
+    per_device_batch_size: int = setting(8, "examples per forward pass on one device", ge=1)
+    precision: str = setting("bf16", "mixed precision of training (fp16 needs CUDA)",
+                             choices=PRECISIONS)
+    seed: int = setting(42, "seed of weights init (from scratch), data order and dropout")
+    max_source_length: int = setting(1024, "source tokens kept (truncation)", ge=8)
+    max_target_length: int = setting(256, "target tokens kept (truncation)", ge=4)
+    max_train_samples: Optional[int] = setting(None, "first N training examples (null = all)",
+                                               ge=1)
+    max_eval_samples: int = setting(1000, "validation examples for the final eval loss", ge=1)
+    save_steps: int = setting(500, "checkpoint interval in optimizer steps", ge=1)
+    logging_steps: int = setting(50, "log interval in optimizer steps", ge=1)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, message) per contradiction; ``@name`` in a message becomes the config key
+        of field ``name`` (it may come from another block)."""
+        if self.effective_batch_size % self.per_device_batch_size:
+            return [("effective_batch_size",
+                     f"{self.effective_batch_size} is not a multiple of "
+                     f"@per_device_batch_size {self.per_device_batch_size} "
+                     f"(effective = per-device x accumulation x GPUs)")]
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class NashTrain:
+    """NASH pruning-aware training with distillation. Defaults: NASH Table 8 (XSum, CNN/DM)."""
+
+    epochs: float = setting(3.0, "training epochs (Table 8: 3 for XSum and CNN/DM)", gt=0)
+    max_steps: int = setting(-1, "optimizer steps; > 0 overrides epochs")
+    batch_size: int = setting(4, "examples per micro-batch (Table 8: 4)", ge=1)
+    grad_accum: int = setting(1, "micro-batches per optimizer step", ge=1)
+    learning_rate: float = setting(3.0e-5, "weights, AdamW (Table 8)", gt=0)
+    weight_decay: float = setting(0.0, "weights only", ge=0)
+    max_grad_norm: float = setting(1.0, "clip the weights' gradient norm (0 = off)", ge=0)
+    reg_learning_rate: float = setting(
+        0.01, "Lagrange multipliers, gradient ascent (Table 8: 0.01)", gt=0)
+    gate_learning_rate: Optional[float] = setting(
+        None, "gate log_alpha, AdamW (null = reg_learning_rate, as CoFi)", gt=0)
+    gate_init_droprate: float = setting(
+        0.5, "initial log_alpha = log(1-p) - log(p) (Louizos et al.; 0.5 -> 0)", gt=0, lt=1)
+    sparsity_warmup_fraction: float = setting(
+        0.6667, "share of the steps over which the target rises linearly from 0 "
+                "(Table 8: reached after 2 of 3 epochs)", ge=0, le=1)
+    sparsity_tolerance: float = setting(
+        0.005, "l0: the deterministic mask is adjusted until |reached - target| <= this",
+        gt=0, lt=0.01)
+    distill_enc: float = setting(0.001, "lambda_enc, encoder hidden-state MSE (Table 8)", ge=0)
+    distill_dec: float = setting(0.001, "lambda_dec, decoder hidden-state MSE (Table 8)", ge=0)
+    kl_temperature: float = setting(1.0, "temperature of the KL distillation", gt=0)
+    kl_direction: str = setting(
+        "teacher_student", "KL(teacher||student), the usual distillation; or the paper's "
+        "literal KLD(f||g)", choices=KL_DIRECTIONS)
+    max_source_length: int = setting(512, "source tokens kept (Table 8: 512)", ge=8)
+    max_target_length: int = setting(128, "target tokens kept (Table 8: 128)", ge=4)
+    max_train_samples: Optional[int] = setting(None, "first N training examples (null = all)",
+                                               ge=1)
+    max_eval_samples: int = setting(500, "validation examples for the final CE / KL", ge=1)
+    precision: str = setting("fp32", "autocast dtype of the forward passes (weights stay fp32)",
+                             choices=PRECISIONS)
+    seed: int = setting(42, "seed of gates, data order and dropout")
+    save_steps: int = setting(500, "checkpoint interval in optimizer steps", ge=1)
+    logging_steps: int = setting(50, "log interval in optimizer steps", ge=1)
+
+    def problems(self) -> list[tuple[str, str]]:
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluate:
+    """ROUGE and generation length of a final model."""
+
+    split: str = setting("test", "split scored", choices=("validation", "test"), stage=False)
+    max_samples: Optional[int] = setting(None, "first N examples (null = the whole split)", ge=1)
+    batch_size: int = setting(32, "sources per generate call", ge=1)
+    max_source_length: int = setting(1024, "source tokens kept (truncation)", ge=8)
+    max_new_tokens: int = setting(256, "generation length limit", ge=1)
+    num_beams: int = setting(1, "1 = greedy, as the latency benchmark", ge=1)
+    dtype: str = setting("fp32", "inference dtype", choices=PRECISIONS)
+
+    def problems(self) -> list[tuple[str, str]]:
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class Benchmark:
+    """Generation latency (DESIGN.md section 5)."""
+
+    enabled: bool = setting(True, "benchmark every model", stage=False)
+    device: str = setting("cuda", "where latency is measured; also names "
+                                  "results/<preset>/bench/<device>/", choices=("cpu", "cuda"))
+    dtype: str = setting("fp32", "inference dtype", choices=PRECISIONS)
+    batch_sizes: list[int] = setting([1, 8, 16], "batch sizes timed", ge=1)
+    source_tokens: int = setting(1024, "tokens of every source", ge=1)
+    new_tokens: int = setting(256, "fixed-length mode: exactly this many new tokens", ge=1)
+    max_new_tokens: int = setting(256, "natural-length mode: EOS allowed, up to this many",
+                                  ge=1)
+    warmup: int = setting(2, "untimed runs first", ge=0)
+    runs: int = setting(7, "timed runs (a standard deviation needs 2)", ge=2)
+    modes: list[str] = setting(["fixed", "natural"], "fixed and/or natural length",
+                               choices=BENCH_MODES)
+    arch_only: list[str] = setting(
+        [], "FLAN-T5 architectures to benchmark with random weights (all 16 variants, no "
+            "training)", choices=FLAN_SIZES, stage=False)
+
+    def problems(self) -> list[tuple[str, str]]:
+        return []
+
+
+_SPLIT_COUNTS = {"type": "object", "additionalProperties": False,
+                 "properties": {s: {"type": ["integer", "null"], "minimum": 1} for s in SPLITS}}
+_SPLIT_FILES = {"type": "object", "additionalProperties": False,
+                "properties": {s: {"type": "string", "minLength": 1} for s in SPLITS}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Data:
+    """One data set (config ``datasets.<name>``) plus the shared ``data`` block."""
+
+    kind: str = setting(help="hub (datasets.load_dataset), local files, or generated (demo)",
+                        choices=DATA_KINDS)
+    path: Optional[str] = setting(None, "hub id (hub) or folder of split files (local)")
+    name: Optional[str] = setting(None, "hub configuration, e.g. 3.0.0")
+    format: str = setting("jsonl", "local file format", choices=DATA_FORMATS)
+    files: dict = setting({}, "per split: file name under path (local; default "
+                              "<split>.<format>) or the hub's split name (hub; default the same)",
+                          schema=_SPLIT_FILES)
+    source_column: str = setting("source", "column of the text to summarize")
+    target_column: str = setting("target", "column of the reference summary")
+    id_column: Optional[str] = setting(None, "column of example ids (null: <split>-<row>)")
+    num_samples: dict = setting({}, "examples per split (generated)", schema=_SPLIT_COUNTS)
+    seed: int = setting(0, "generator seed (generated; splits use seed+0/1/2)")
+    max_samples: dict = setting({}, "keep only the first N examples of a split",
+                                schema=_SPLIT_COUNTS)
+    source_prefix: str = setting("summarize: ", "prepended to every source (FLAN-T5's task "
+                                                "prefix)")
+    empty_policy: str = setting("error", "examples with an empty source/target: error or drop",
+                                choices=("error", "drop"))
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.kind in ("hub", "local") and not self.path:
+            out.append(("path", f"a {self.kind} data set needs a path"))
+        if self.kind == "generated":
+            missing = [s for s in SPLITS if not self.num_samples.get(s)]
+            if missing:
+                out.append(("num_samples", f"a generated data set needs a count for every "
+                                           f"split; missing {missing}"))
+        return out
+
+
+# the keys of `data:` in the config; the other fields of Data are keys of `datasets.<name>`
+DATA_SHARED = ("source_prefix", "empty_policy")
+
+
+# ---------------------------------------------------------------------------------------------
+# schema
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_optional(tp) -> tuple[bool, Any]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+_JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
+
+
+def _value_schema(f: dataclasses.Field, tp) -> dict:
+    m = f.metadata
+    if m["schema"] is not None:
+        return copy.deepcopy(m["schema"])
+    optional, tp = _is_optional(tp)
+    bounds = {k2: m[k] for k, k2 in (("ge", "minimum"), ("gt", "exclusiveMinimum"),
+                                      ("le", "maximum"), ("lt", "exclusiveMaximum"))
+              if m[k] is not None}
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        item_schema = {"type": _JSON_TYPES[item], **bounds}
+        if m["choices"]:
+            item_schema["enum"] = list(m["choices"])
+        out = {"type": "array", "items": item_schema, "uniqueItems": True}
+        # an empty list is a valid "nothing" only where the default is one (arch_only)
+        if _default(f) != []:
+            out["minItems"] = 1
+        return out
+    out = {"type": [_JSON_TYPES[tp], "null"] if optional else _JSON_TYPES[tp], **bounds}
+    if m["choices"]:
+        out["enum"] = list(m["choices"]) + ([None] if optional else [])
+    return out
+
+
+def _default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def block_schema(cls, fields: tuple[str, ...] | None = None, *, defaults: bool = True) -> dict:
+    """JSON schema of a config block made of ``cls``'s fields (or the named ones).
+
+    ``defaults=False`` is for override blocks (``refinetune``): a key left out is inherited, so
+    no default may be filled in there. A field without a default is required.
+    """
+    hints = _hints(cls)
+    props, required = {}, []
+    for f in dataclasses.fields(cls):
+        if fields is not None and f.name not in fields:
+            continue
+        s = _value_schema(f, hints[f.name])
+        s["description"] = f.metadata["help"]
+        has_default = (f.default is not dataclasses.MISSING
+                       or f.default_factory is not dataclasses.MISSING)
+        if not has_default:
+            required.append(f.name)
+        elif defaults:
+            s["default"] = _default(f)
+        props[f.name] = s
+    out = {"type": "object", "additionalProperties": False, "properties": props}
+    if required:
+        out["required"] = required
+    if (cls.__doc__ or "").strip():
+        out["description"] = " ".join(cls.__doc__.split())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _type_hint(instance: Any, schema: dict) -> str:
+    # PyYAML reads 1e-4 (no dot) as a string: the usual reason a number is "not a number"
+    if isinstance(instance, str) and "number" in str(schema.get("type")):
+        try:
+            float(instance)
+            return " (YAML reads a number without a dot, like 1e-4, as text: write 1.0e-4)"
+        except ValueError:
+            pass
+    return ""
+
+
+def schema_errors(schema: dict, data: Any, prefix: str) -> list[str]:
+    """Every violation as 'config key <prefix>.<path>: <message>'."""
+    validator = jsonschema.Draft202012Validator(schema)
+    lines = []
+    for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        path = ".".join(str(p) for p in e.absolute_path)
+        key = ".".join(k for k in (prefix, path) if k) or "<top level>"
+        if e.validator == "additionalProperties":
+            msg = e.message.replace("Additional properties are not allowed", "unknown key(s)")
+        else:
+            msg = e.message + (_type_hint(e.instance, e.schema) if e.validator == "type" else "")
+        lines.append(f"config key {key}: {msg}")
+    return lines
+
+
+def build(cls, layers: list[tuple[str, dict]]):
+    """The settings of merged config blocks, validated; later blocks override earlier ones.
+
+    ``layers``: ``[("finetune", {...}), ("refinetune", {...})]``. Each problem names the key
+    the value came from (the last block that sets it, else the first block: its default).
+    """
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, block in layers:
+        for name, value in (block or {}).items():
+            merged[name] = value
+            origin[name] = key
+    names = {f.name for f in dataclasses.fields(cls)}
+    first = layers[0][0]
+    where = lambda name: f"{origin.get(name, first)}.{name}"  # noqa: E731
+    lines = [f"config key {where(n)}: unknown key" for n in merged if n not in names]
+    if not lines:
+        schema = block_schema(cls, defaults=False)
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(merged):
+            name = str(e.absolute_path[0]) if e.absolute_path else None
+            sub = ".".join(map(str, list(e.absolute_path)[1:]))
+            key = where(name) + (f".{sub}" if sub else "") if name else first
+            if e.validator == "required":
+                key = first
+            msg = e.message + (_type_hint(e.instance, e.schema) if e.validator == "type" else "")
+            lines.append(f"config key {key}: {msg}")
+    if lines:
+        raise SettingsError("\n".join(lines))
+    hints = _hints(cls)
+    values = {}
+    for name, value in merged.items():
+        _, tp = _is_optional(hints[name])
+        # JSON schema counts 3.0 as an integer; the stage wants a real int
+        values[name] = int(value) if tp is int and isinstance(value, float) else value
+    obj = cls(**values)
+    problems = obj.problems()
+    if problems:
+        lines = []
+        for n, msg in problems:
+            for other in sorted(names, key=len, reverse=True):
+                msg = msg.replace(f"@{other}", where(other))
+            lines.append(f"config key {where(n)}: {msg}")
+        raise SettingsError("\n".join(lines))
+    return obj
+
+
+def as_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def to_json(obj) -> str:
+    """The block as the one-line JSON a rule passes with ``--settings`` (keys sorted, so that a
+    Snakemake params value only changes when a setting does)."""
+    return json.dumps(as_dict(obj), sort_keys=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the stages' command lines
+
+
+def _fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _converter(tp, name: str):
+    optional, tp = _is_optional(tp)
+
+    def convert(text: str):
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if tp is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        if tp is dict:
+            # a JSON object, or KEY=VALUE with VALUE read as JSON where it is (5, null), else text
+            if text.lstrip().startswith("{"):
+                value = json.loads(text)
+                if not isinstance(value, dict):
+                    raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+                return value
+            key, sep, raw = text.partition("=")
+            if not sep or not key:
+                raise argparse.ArgumentTypeError(f"expected KEY=VALUE or a JSON object, got "
+                                                 f"{text!r}")
+            try:
+                return {key: json.loads(raw)}
+            except json.JSONDecodeError:
+                return {key: raw}
+        return tp(text)
+
+    convert.__name__ = name  # argparse names it in "invalid <name> value"
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, title: str | None = None) -> None:
+    """One flag per stage setting of ``cls``, plus ``--settings`` and ``--config-key``.
+
+    Flags default to "not given" (argparse.SUPPRESS): the default lives in the dataclass only.
+    """
+    group = parser.add_argument_group(title or f"settings ({cls.__name__}; defaults from "
+                                                f"asymprune.settings)")
+    group.add_argument("--settings", metavar="JSON",
+                       help="the whole settings block as a JSON object, or a .json file; "
+                            "explicit flags override it (what the workflow passes)")
+    group.add_argument("--config-key", metavar="KEY",
+                       help="config key of the block, e.g. refinetune: errors name it")
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.metadata["stage"]:
+            continue
+        tp = hints[f.name]
+        kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS)
+        if typing.get_origin(tp) is list:
+            (item,) = typing.get_args(tp)
+            kw.update(nargs="+", type=_converter(item, f.name))
+        elif tp is dict:
+            kw.update(nargs="+", type=_converter(tp, f.name), metavar="KEY=VALUE")
+        else:
+            kw["type"] = _converter(tp, f.name)
+        if f.metadata["choices"]:
+            kw["choices"] = list(f.metadata["choices"])
+        has_default = (f.default is not dataclasses.MISSING
+                       or f.default_factory is not dataclasses.MISSING)
+        default = f" (default: {_default(f)!r})" if has_default else " (required)"
+        group.add_argument(_flag(f.name), help=f.metadata["help"] + default, **kw)
+
+
+def resolve(cls, args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The stage's settings from ``--settings`` and the flags; also set on ``args`` (so stage
+    code reads ``args.learning_rate``), and a usage error naming the config key or flag."""
+    block: dict[str, Any] = {}
+    if args.settings:
+        text = args.settings.strip()
+        try:
+            block = json.loads(text if text.startswith("{") else Path(text).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            parser.error(f"--settings: not a JSON object or a readable .json file ({e})")
+        if not isinstance(block, dict):
+            parser.error("--settings: expected a JSON object")
+        # workflow-only keys (evaluate.split, benchmark.enabled, ...) are not the stage's
+        stage_only = {f.name for f in dataclasses.fields(cls) if not f.metadata["stage"]}
+        block = {k: v for k, v in block.items() if k not in stage_only}
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+             if f.metadata["stage"] and hasattr(args, f.name)}
+    hints = _hints(cls)
+    for name, value in flags.items():
+        if hints[name] is dict:  # nargs="+" of one-key dicts -> one dict
+            flags[name] = {k: v for item in value for k, v in item.items()}
+    key = args.config_key or "stage"
+    try:
+        obj = build(cls, [(key, block), ("flag", flags)] if flags else [(key, block)])
+    except SettingsError as e:
+        # "config key flag.learning_rate" reads better as the flag itself, and without
+        # --config-key a value from the defaults or --settings is just a setting
+        text = str(e)
+        for name in sorted(_fields(cls), key=len, reverse=True):
+            text = text.replace(f"flag.{name}", _flag(name))
+            if not args.config_key:
+                text = text.replace(f"stage.{name}", f"setting {name}")
+        text = text.replace("config key --", "--").replace("config key setting ", "setting ")
+        parser.error(text)
+    for name, value in as_dict(obj).items():
+        setattr(args, name, value)
+    # the fields now hold the resolved values; the raw JSON would only repeat them in sidecars
+    # and checkpoint fingerprints
+    del args.settings
+    return obj

@@ -1,0 +1,254 @@
+"""The whole workflow config, checked before any job is planned (pure Python, no torch).
+
+``common.smk`` calls :func:`load` while Snakemake parses the workflow, so a wrong value stops
+``snakemake -n`` with a message naming its config key, instead of failing hours later:
+
+1. the JSON schema (``workflow/schemas/config.schema.yaml``, its stage blocks generated from
+   ``asymprune.settings`` and its variant patterns from ``asymprune.variants``);
+2. every merged block a stage will get (``refinetune`` over ``finetune``, ``nash.finetune`` over
+   ``finetune``, ``nash.train``, ``evaluate``, ``benchmark``, each data set over ``data``),
+   with the cross-field checks of its dataclass;
+3. facts across blocks: a NASH decoder depth against each model's depth (FLAN-T5 depths are
+   known, ``init_config`` and local folders give the rest), the published layer tables against
+   the depth, OOM retries that halve the per-device batch, GPUs per job against the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from asymprune import settings as S
+from asymprune import variants as V
+from asymprune.flan_t5 import FLAN_T5, HUB_IDS
+
+# generated parts of the schema: `$ref: "#/definitions/<name>"` in the YAML points here
+DEFINITIONS = {
+    "training": lambda: S.block_schema(S.Training),
+    "training_overrides": lambda: S.block_schema(S.Training, defaults=False),
+    "nash_train": lambda: S.block_schema(S.NashTrain),
+    "evaluate": lambda: S.block_schema(S.Evaluate),
+    "benchmark": lambda: S.block_schema(S.Benchmark),
+    "data": lambda: S.block_schema(S.Data, S.DATA_SHARED),
+    "dataset": lambda: S.block_schema(
+        S.Data, tuple(f for f in S.Data.__dataclass_fields__ if f not in S.DATA_SHARED)),
+    "depth_variant": lambda: {"type": "string", "pattern": V.DEPTH_PATTERN,
+                              "description": V.DEPTH_GRAMMAR},
+    "nash_variant": lambda: {"type": "string", "pattern": V.NASH_PATTERN,
+                             "description": V.NASH_GRAMMAR},
+}
+
+# T5Config's own default depth, for an init_config that does not say
+T5_DEFAULT_LAYERS = 6
+
+
+class ConfigError(ValueError):
+    """The config is wrong; one line per problem, each naming its config key."""
+
+
+def config_schema(path: str | Path) -> dict:
+    """The schema file with its generated definitions filled in."""
+    schema = yaml.safe_load(Path(path).read_text())
+    defs = schema.setdefault("definitions", {})
+    for name, make in DEFINITIONS.items():
+        if name in defs:
+            raise ValueError(f"{path}: definitions.{name} is generated from asymprune.settings / "
+                             f"asymprune.variants; remove it from the file")
+        defs[name] = make()
+    return schema
+
+
+def _message(e: jsonschema.ValidationError) -> str:
+    path = list(e.absolute_path)
+    if e.validator == "additionalProperties":
+        return e.message.replace("Additional properties are not allowed", "unknown key(s)")
+    if e.validator == "pattern" and e.schema.get("pattern") in (V.DEPTH_PATTERN, V.NASH_PATTERN):
+        try:
+            V.parse(e.instance)
+        except ValueError as err:
+            return str(err)
+    if e.validator == "oneOf" and path[:1] == ["models"]:
+        return "give exactly one of name_or_path (pretrained) or init_config (from scratch)"
+    if e.validator == "oneOf" and path[:1] == ["variants"]:
+        return f"{e.instance!r} is neither 'all' nor a list of {V.DEPTH_GRAMMAR}"
+    return e.message + (S._type_hint(e.instance, e.schema) if e.validator == "type" else "")
+
+
+def _fill_defaults(schema: dict, instance: dict) -> None:
+    """Set each missing key that has a schema default, following $refs (jsonschema's recipe)."""
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, props, inst, sch):
+        if isinstance(inst, dict):
+            for name, sub in props.items():
+                if "default" in sub and name not in inst:
+                    inst[name] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, inst, sch)
+
+    filler = jsonschema.validators.extend(base, {"properties": properties})
+    for _ in filler(schema).iter_errors(instance):
+        pass  # the config was validated before; this pass only fills
+
+
+def model_depths(spec: dict) -> tuple[int, int] | None:
+    """(encoder, decoder) blocks of a model entry, or None when unknown before download."""
+    if "init_config" in spec:
+        c = spec["init_config"]
+        n = c.get("num_layers", T5_DEFAULT_LAYERS)
+        return n, c.get("num_decoder_layers") or n
+    name = spec["name_or_path"]
+    local = Path(name) / "config.json"
+    if local.is_file():
+        c = json.loads(local.read_text())
+        return c["num_layers"], c.get("num_decoder_layers") or c["num_layers"]
+    for size, hub_id in HUB_IDS.items():
+        if name == hub_id:
+            return FLAN_T5[size]["num_layers"], FLAN_T5[size]["num_decoder_layers"]
+    return None
+
+
+@dataclass
+class Resolved:
+    """The validated config: raw dict with defaults filled, and each stage's settings."""
+
+    config: dict
+    finetune: S.Training
+    refinetune: S.Training
+    nash_finetune: S.Training
+    nash_train: S.NashTrain
+    evaluate: S.Evaluate
+    benchmark: S.Benchmark
+    datasets: dict[str, S.Data]
+    variants: list[str]
+    nash_variants: list[str]
+    depths: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+
+
+def load(cfg: dict, schema_path: str | Path) -> Resolved:
+    """Validate ``cfg`` (filled with defaults in place) and build every stage's settings."""
+    schema = config_schema(schema_path)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("\n".join(
+            f"config key {'.'.join(map(str, e.absolute_path)) or '<top level>'}: {_message(e)}"
+            for e in errors))
+    _fill_defaults(schema, cfg)
+
+    problems: list[str] = []
+
+    def build(cls, layers):
+        try:
+            return cls.__name__, S.build(cls, layers)
+        except S.SettingsError as e:
+            problems.extend(str(e).splitlines())
+            return cls.__name__, None
+
+    built = {
+        "finetune": build(S.Training, [("finetune", cfg["finetune"])])[1],
+        "refinetune": build(S.Training, [("finetune", cfg["finetune"]),
+                                         ("refinetune", cfg["refinetune"])])[1],
+        "nash_finetune": build(S.Training, [("finetune", cfg["finetune"]),
+                                            ("nash.finetune", cfg["nash"]["finetune"])])[1],
+        "nash_train": build(S.NashTrain, [("nash.train", cfg["nash"]["train"])])[1],
+        "evaluate": build(S.Evaluate, [("evaluate", cfg["evaluate"])])[1],
+        "benchmark": build(S.Benchmark, [("benchmark", cfg["benchmark"])])[1],
+    }
+    datasets = {}
+    for name, spec in cfg["datasets"].items():
+        datasets[name] = build(S.Data, [(f"datasets.{name}", spec), ("data", cfg["data"])])[1]
+
+    depth_variants = list(V.PAPER) if cfg["variants"] == "all" else list(cfg["variants"])
+    if V.TEACHER not in depth_variants:
+        problems.append(f"config key variants: must include {V.TEACHER} (the baseline every "
+                        f"table compares to)")
+    nash_variants: list[str] = []
+    if cfg["nash"]["enabled"]:
+        nash_variants = list(cfg["nash"]["variants"])
+        if cfg["nash"]["ablations"]:
+            nash_variants += [v for v in cfg["nash"]["ablation_variants"]
+                              if v not in nash_variants]
+
+    depths = {size: model_depths(spec) for size, spec in cfg["models"].items()}
+    for size, depth in depths.items():
+        if depth is None:
+            continue  # a hub id we do not know: the stage checks once it has the config
+        n_enc, n_dec = depth
+        for v in depth_variants:
+            try:
+                V.parse_depth(v).blocks(n_enc, n_dec, cfg["layer_selection"])
+            except ValueError as e:
+                problems.append(f"config key layer_selection: {v} of models.{size} "
+                                f"({n_enc}+{n_dec} blocks): {e}")
+        for key in ("variants", "ablation_variants"):
+            if key == "ablation_variants" and not cfg["nash"]["ablations"]:
+                continue
+            for v in cfg["nash"][key] if cfg["nash"]["enabled"] else []:
+                try:
+                    V.check_depth(v, n_enc, n_dec)
+                except ValueError as e:
+                    problems.append(f"config key nash.{key}: {e} (models.{size} has "
+                                    f"{n_enc} encoder + {n_dec} decoder blocks)")
+
+    retries = cfg["execution"]["retries"]
+    for key in ("finetune", "refinetune", "nash_finetune"):
+        t = built[key]
+        if t is None:
+            continue
+        cfg_key = key.replace("nash_", "nash.")
+        # each retry halves the per-device batch: 2 ** retries must divide it
+        if t.per_device_batch_size % 2 ** retries:
+            problems.append(
+                f"config key execution.retries: {retries} retr{'y' if retries == 1 else 'ies'} "
+                f"halve {cfg_key}.per_device_batch_size {t.per_device_batch_size} "
+                f"{retries} time(s), which leaves no whole batch; use a per-device batch "
+                f"divisible by {2 ** retries} or fewer retries")
+        for size, spec in cfg["models"].items():
+            gpus = spec["resources"]["gpus_per_job"]
+            if gpus > 1 and t.effective_batch_size % (t.per_device_batch_size * gpus):
+                problems.append(
+                    f"config key models.{size}.resources.gpus_per_job: {gpus} GPUs x "
+                    f"{cfg_key}.per_device_batch_size {t.per_device_batch_size} does not "
+                    f"divide {cfg_key}.effective_batch_size {t.effective_batch_size}")
+    if problems:
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
+    return Resolved(config=cfg, datasets=datasets, variants=depth_variants,
+                    nash_variants=nash_variants, depths=depths, **built)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m asymprune.workflow_config [--schema FILE] [CONFIG]``: check a config (or print
+    the full, generated schema) without Snakemake."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m asymprune.workflow_config", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", type=Path, help="config YAML to check")
+    p.add_argument("--schema", type=Path, default=Path("workflow/schemas/config.schema.yaml"))
+    p.add_argument("--print-schema", action="store_true",
+                   help="print the schema with its generated definitions")
+    args = p.parse_args(argv)
+    if args.print_schema:
+        print(yaml.safe_dump(config_schema(args.schema), sort_keys=False))
+        return 0
+    if args.config is None:
+        p.error("give a config file or --print-schema")
+    try:
+        load(yaml.safe_load(args.config.read_text()), args.schema)
+    except ConfigError as e:
+        print(f"invalid configuration {args.config}:\n{e}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: valid")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
