@@ -59,14 +59,69 @@ def test_new_token_counts_stop_at_first_eos():
     assert benchmark.new_token_counts(out, eos_id=1) == [3, 5]
 
 
+def test_truncate_keeps_real_lengths():
+    assert benchmark.truncate([5, 6, 7, 8, 9], 4, eos_id=1) == [5, 6, 7, 1]
+    assert benchmark.truncate([5, 6], 6, eos_id=1) == [5, 6, 1]  # short: not repeated
+
+
+def test_batches_pad_to_the_longest_and_rotate_documents():
+    sources = [[5, 1], [5, 6, 7, 1], [8, 1]]
+    batches = benchmark.make_batches(sources, 2, 3, pad_id=0, device=torch.device("cpu"))
+    # batch j holds sources 2j, 2j+1 (cycling): (0, 1), (2, 0), (1, 2)
+    ids, mask = batches[0]
+    assert ids.tolist() == [[5, 1, 0, 0], [5, 6, 7, 1]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert batches[1][0].tolist() == [[8, 1], [5, 1]]  # padded to its own longest: 2
+    assert batches[2][0].shape == (2, 4)
+
+
+def _args(**kw):
+    import argparse
+
+    base = dict(new_tokens=4, max_new_tokens=6, warmup=0, runs=4, max_spread=0.25,
+                max_foreign_load=0.1)
+    return argparse.Namespace(**{**base, **kw})
+
+
 def test_fixed_mode_asserts_exact_length(monkeypatch):
     # A generate that stops one token early must be caught, not timed.
-    monkeypatch.setattr(benchmark, "generate",
-                        lambda model, ids, mask, **kw: torch.full((ids.shape[0], 4), 5))
+    monkeypatch.setattr(benchmark, "generate_with",
+                        lambda engine, model, ids, mask, **kw: torch.full((ids.shape[0], 4), 5))
     ids = torch.ones(2, 3, dtype=torch.long)
+    cell = benchmark.Cell("paper", "fixed", "eager", 2, 1)
     with pytest.raises(AssertionError, match="exactly 4 new tokens"):
-        benchmark.time_config(None, ids, ids, {}, mode="fixed", new_tokens=4, eos_id=1,
-                              warmup=0, runs=2, device=torch.device("cpu"))
+        benchmark.time_cell({"e6d6": None}, cell, [(ids, ids)], _args(), eos_id=1,
+                            device=torch.device("cpu"))
+
+
+def test_rounds_rotate_the_variant_order(monkeypatch):
+    calls = []
+
+    def fake(engine, model, ids, mask, **kw):
+        calls.append(model)
+        return torch.cat([torch.zeros(ids.shape[0], 1, dtype=torch.long),
+                          torch.full((ids.shape[0], 4), 5)], dim=1)
+
+    monkeypatch.setattr(benchmark, "generate_with", fake)
+    ids = torch.ones(1, 3, dtype=torch.long)
+    cell = benchmark.Cell("paper", "fixed", "eager", 1, 1)
+    stats = benchmark.time_cell({"a": "a", "b": "b", "c": "c"}, cell, [(ids, ids)],
+                                _args(runs=3), eos_id=1, device=torch.device("cpu"))
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert set(stats) == {"a", "b", "c"} and all(len(s["runs_ms"]) == 3 for s in stats.values())
+
+
+def test_a_wide_spread_is_flagged():
+    s = benchmark.summarize([10.0, 10.5, 30.0], [4, 4, 4], foreign=0.0, load_before=0.1,
+                            args=_args())
+    # (30 - 10) / 10.5 = 1.9 > 0.25
+    assert s["disturbed"] and s["disturbed_why"] == ["spread 1.90 > 0.25"]
+    s = benchmark.summarize([10.0, 10.5, 11.0], [4, 4, 4], foreign=0.5, load_before=0.1,
+                            args=_args())
+    assert s["disturbed"] and s["disturbed_why"] == ["foreign load 0.50 > 0.1"]
+    s = benchmark.summarize([10.0, 10.5, 11.0], [4, 4, 4], foreign=0.0, load_before=0.1,
+                            args=_args())
+    assert not s["disturbed"] and s["median_ms"] == 10.5
 
 
 @pytest.fixture
@@ -77,26 +132,38 @@ def data_file(tmp_path):
     return path
 
 
-def test_model_dir_both_modes(tiny_model_dir, data_file, tmp_path):
-    out = tmp_path / "bench.json"
-    rc = benchmark.main(["--model", str(tiny_model_dir), "--data-file", str(data_file),
-                         "--size", "tiny", "--dataset", "toy", "--variant", "e6d6",
-                         "--output", str(out), *TINY])
+def test_model_dirs_all_cells(tiny_model_dir, tiny_model, tiny_tokenizer, data_file, tmp_path):
+    from asymprune.surgery import keep_blocks
+
+    # a second variant: the same tiny model with 3 of its 6 decoder blocks
+    short = tmp_path / "e6d3"
+    keep_blocks(tiny_model, list(range(6)), [0, 2, 5]).save_pretrained(short)
+    tiny_tokenizer.save_pretrained(short)
+    out = tmp_path / "bench"
+    rc = benchmark.main(["--model", f"e6d6={tiny_model_dir}", "--model", f"e6d3={short}",
+                         "--data-file", str(data_file), "--size", "tiny", "--dataset", "toy",
+                         "--engines", "eager", "--output-dir", str(out), *TINY])
     assert rc == 0
-    d = json.loads(out.read_text())
-    assert d["stage"] == "benchmark"
+    d = json.loads((out / "e6d6.json").read_text())
+    assert d["stage"] == "benchmark" and d["timed_with"] == ["e6d6", "e6d3"]
     assert (d["size"], d["dataset"], d["variant"], d["device_label"]) == ("tiny", "toy", "e6d6",
                                                                          "cpu")
     assert (d["encoder_layers"], d["decoder_layers"]) == (6, 6)
+    assert json.loads((out / "e6d3.json").read_text())["decoder_layers"] == 3
     assert d["params"] > 0 and d["dtype"] == "fp32" and d["device_name"]
-    assert d["inputs"] == "data-file" and d["source_tokens"] == 16
-    assert [(r["mode"], r["batch_size"]) for r in d["results"]] == [
-        ("fixed", 1), ("fixed", 2), ("natural", 1), ("natural", 2)]
+    assert d["inputs"] == "real" and d["source_tokens"] == 16
+    assert [(r["protocol"], r["mode"], r["engine"], r["batch_size"], r["num_beams"])
+            for r in d["results"]] == [
+        ("paper", "fixed", "eager", 1, 1), ("paper", "fixed", "eager", 2, 1),
+        ("paper", "natural", "eager", 1, 1), ("paper", "natural", "eager", 2, 1),
+        ("nash", "natural", "eager", 32, 4)]
     for r in d["results"]:
         assert len(r["runs_ms"]) == 2
-        assert r["mean_ms"] == pytest.approx(sum(r["runs_ms"]) / 2)
-        assert min(r["runs_ms"]) <= r["median_ms"] <= max(r["runs_ms"])
-        assert r["std_ms"] >= 0
+        assert r["median_ms"] == pytest.approx(sum(r["runs_ms"]) / 2)
+        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        assert r["std_ms"] >= 0 and isinstance(r["disturbed"], bool)
+        # real inputs: documents of 8-30 words, truncated to 16 tokens, never longer
+        assert 1 <= r["source_tokens_mean"] <= 16
         if r["mode"] == "fixed":
             assert r["new_tokens_mean"] == 4
         else:
@@ -105,26 +172,39 @@ def test_model_dir_both_modes(tiny_model_dir, data_file, tmp_path):
 
 
 def test_arch_only_flan_small(tmp_path):
-    out = tmp_path / "arch.json"
-    assert benchmark.main(["--arch", "small", "--variant", "e6d6", "--output", str(out),
-                           *TINY]) == 0
-    d = json.loads(out.read_text())
+    out = tmp_path / "arch"
+    assert benchmark.main(["--arch", "small", "--variants", "e6d6", "--output-dir", str(out),
+                           "--engines", "eager", *TINY]) == 0
+    d = json.loads((out / "e6d6.json").read_text())
     assert d["params"] == TABLE1["small"]["total"]
     assert (d["size"], d["variant"], d["dataset"], d["model_source"]) == ("small", "e6d6", None,
                                                                          "arch")
-    assert [r["mode"] for r in d["results"]] == ["fixed", "fixed"]  # arch default: fixed only
-    assert all(r["new_tokens_mean"] == 4 for r in d["results"])
+    # arch default: fixed only, no NASH protocol; random tokens of exactly source_tokens
+    assert [r["mode"] for r in d["results"]] == ["fixed", "fixed"]
+    assert all(r["new_tokens_mean"] == 4 and r["source_tokens_mean"] == 16
+               for r in d["results"])
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--arch", "small"], "needs --variant"),
-    (["--arch", "small", "--variant", "nash-d3"], "--variant"),
-    (["--arch", "small", "--variant", "e6d6", "--modes", "natural"], "natural mode needs"),
-    (["--arch", "small", "--variant", "e6d6", "--runs", "1"],
+    (["--arch", "small"], "needs --variants"),
+    (["--arch", "small", "--variants", "nash-d3-uniform-l0s30"], "--variants"),
+    (["--arch", "small", "--variants", "e6d6", "--modes", "natural"], "natural mode"),
+    (["--arch", "small", "--variants", "e6d6", "--runs", "1"],
      "--runs: 1 is less than the minimum of 2"),
+    (["--model", "e9d9=x"], "e{E}d{D}"),
     ([], "exactly one of"),
 ])
 def test_cli_errors(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        benchmark.parse_args([*argv, "--output", str(tmp_path / "x.json")])
+        benchmark.parse_args([*argv, "--output-dir", str(tmp_path / "x")])
     assert message in capsys.readouterr().err
+
+
+def test_foreign_load_is_a_share_of_the_machine(monkeypatch):
+    monkeypatch.setattr(benchmark.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(benchmark.os, "sysconf", lambda name: 100)
+    # 1 s on 2 CPUs = 200 ticks; 150 busy, 110 of them ours: 40 / 200 = 0.2
+    assert benchmark.foreign_load((1000, 500), (1150, 610), 1.0) == pytest.approx(0.2)
+    assert benchmark.foreign_load((0, 0), (500, 0), 1.0) == 1.0  # clamped: rounding
+    assert benchmark.foreign_load((0, 0), (10, 0), 0.1) is None  # 20 ticks: too short to tell
+    assert benchmark.foreign_load(None, (10, 0), 1.0) is None

@@ -4,6 +4,7 @@ checkpoints resume to the same result, other encoder modes, flag validation."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 
@@ -37,7 +38,8 @@ def argv(teacher, news, out, ckpt, *extra):
     return ["--teacher", str(teacher), "--train-file", str(news / "train.jsonl"),
             "--validation-file", str(news / "validation.jsonl"), "--output", str(out),
             "--checkpoint-dir", str(ckpt), "--variant", "nash-d3-uniform-l0s30", "--max-steps", "6",
-            "--batch-size", "4", "--max-source-length", "48", "--max-target-length", "16",
+            "--effective-batch-size", "4", "--per-device-batch-size", "4",
+            "--max-source-length", "48", "--max-target-length", "16",
             "--learning-rate", "1e-3", "--sparsity-warmup-fraction", "0.5", "--save-steps", "2",
             "--logging-steps", "1", "--max-eval-samples", "4", "--device", "cpu", *extra]
 
@@ -60,6 +62,22 @@ def test_l0_run_reaches_the_target_and_reloads(l0_run, teacher_dir):
     assert side["masked_vs_pruned_max_abs_diff"] <= 1e-4
     assert side["training"]["steps"] == 6 and side["training"]["resumed_from"] is None
     assert side["loss_summary"]["last"]["step"] == 6
+    assert side["batch"] == {"effective": 4, "per_device": 4, "accumulation": 1,
+                             "world_size": 1, "batch_divisor": 1}
+    # how the sparsity was reached, as plain fields: the gates' own expectation, the
+    # per-layer rounded mask, the units the adjustment moved, and the judgement of the gates
+    for key, kind in [("expected_sparsity_final", float),
+                      ("mask_sparsity_before_adjustment", float),
+                      ("adjustment_units_removed", int), ("adjustment_units_restored", int),
+                      ("gates_missed_target", bool)]:
+        assert type(side[key]) is kind, key
+    assert side["gates_missed_target"] == (abs(side["expected_sparsity_final"] - 0.3) > 0.02)
+    assert side["args"]["gate_miss_tolerance"] == 0.02
+    moved = side["adjustment_units_removed"] - side["adjustment_units_restored"]
+    # the adjustment moves units one way only, and removing units (sparser) is what lifts
+    # the reached sparsity above the rounded mask's
+    assert min(side["adjustment_units_removed"], side["adjustment_units_restored"]) == 0
+    assert (side["reached_sparsity"] > side["mask_sparsity_before_adjustment"]) == (moved > 0)
     # the reached sparsity is the one param count applied to the saved model
     model = load_model(out)
     teacher = load_model(teacher_dir)
@@ -76,6 +94,54 @@ def test_l0_run_reaches_the_target_and_reloads(l0_run, teacher_dir):
     assert getattr(model.config, LAYER_SHAPES_KEY)["encoder"]["kept_heads"] == \
         masks["encoder_kept_heads"]
     assert model.config.num_decoder_layers == 3 and len(model.decoder.block) == 3
+
+
+def test_training_follows_the_released_recipe(l0_run, teacher_dir):
+    """Frozen shared embedding, linear learning-rate decay, log_alpha clamped to +-ln 100."""
+    teacher, model = load_model(teacher_dir), load_model(l0_run / "out")
+    assert torch.equal(model.shared.weight, teacher.shared.weight)      # frozen: no update
+    # the tiny T5 ties lm_head to it (transformers 5 forces the tie on a config-built T5), so
+    # lm_head stays too, as in the released code; FLAN-T5's untied lm_head trains
+    assert model.lm_head.weight is model.shared.weight
+    block = "encoder.block.1.layer.0.SelfAttention.q.weight"
+    assert not torch.equal(model.state_dict()[block], teacher.state_dict()[block])
+    side = json.loads((l0_run / "out" / "sidecar.json").read_text())
+    assert side["training"]["frozen_embedding_parameters"] == teacher.shared.weight.numel()
+    history = [json.loads(line) for line in (l0_run / "out" / "nash_history.jsonl").open()]
+    # lr 1e-3 over 6 steps, linear to 0: step k runs at 1e-3 (6 - (k - 1)) / 6
+    assert [h["lr"] for h in history] == pytest.approx([1e-3 * (7 - k) / 6 for k in range(1, 7)])
+    assert all(h["examples"] == 4 for h in history)
+    state = torch.load(l0_run / "ck" / "step-00000006" / "state.pt", weights_only=True)
+    heads, ffn = state["gates"]["head_log_alpha"], state["gates"]["ffn_log_alpha"]
+    limit = math.log(100) + 1e-6                  # ln 100 rounded to float32: 4.6051702
+    assert float(heads.abs().max()) <= limit and float(ffn.abs().max()) <= limit
+    # heads started at 10 and were clamped after the first update; 5 more Adam steps at the
+    # gate learning rate (= reg_learning_rate, 0.01) move them by at most ~0.05
+    assert float(heads.min()) > limit - 0.1
+
+
+def test_a_gate_miss_is_flagged_and_warned(teacher_dir, news_dir, tmp_path, caplog):
+    """2 steps cannot bring the gates to 30 %: the sidecar says so and a warning is logged,
+    but the stage still meets the budget by moving units (no error)."""
+    args = argv(teacher_dir, news_dir, tmp_path / "out", tmp_path / "ck")
+    args[args.index("--max-steps") + 1] = "2"
+    with caplog.at_level("WARNING", logger="asymprune.nash"):
+        assert nash.main(args) == 0
+    side = json.loads((tmp_path / "out" / "sidecar.json").read_text())
+    assert side["gates_missed_target"] is True
+    assert side["expected_sparsity_final"] < 0.28
+    assert side["adjustment_units_removed"] > 0 and abs(side["reached_sparsity"] - 0.3) <= 0.005
+    assert any("more than gate_miss_tolerance" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    lenient = argv(teacher_dir, news_dir, tmp_path / "out2", tmp_path / "ck",
+                   "--gate-miss-tolerance", "0.5")
+    lenient[lenient.index("--max-steps") + 1] = "2"
+    with caplog.at_level("WARNING", logger="asymprune.nash"):
+        assert nash.main(lenient) == 0
+    side = json.loads((tmp_path / "out2" / "sidecar.json").read_text())
+    assert side["gates_missed_target"] is False
+    assert side["training"]["resumed_from"].endswith("step-00000002")   # a reporting threshold
+    assert not any("gate_miss_tolerance" in r.getMessage() for r in caplog.records)
 
 
 def test_final_finetuning_loads_and_keeps_the_pruned_shapes(l0_run, news_dir, tmp_path):
@@ -160,12 +226,34 @@ def test_other_encoder_modes(teacher_dir, news_dir, tmp_path, mode, variant, enc
     assert len(model.encoder.block) == len(enc_blocks)
 
 
+@pytest.mark.parametrize("variant,objective", [("e3d3-kd", "kl"), ("e6d2-ce", "ce")])
+def test_equal_budget_baselines_keep_the_depth_variants_blocks(teacher_dir, news_dir, tmp_path,
+                                                                variant, objective):
+    """e3d3-kd / e6d2-ce: the blocks prune_layers keeps for e3d3 / e6d2 (6 layers, spaced:
+    3 -> 0, 3, 5; 2 -> 0, 5), no gates, the same steps; ce drops the teacher's terms."""
+    args = with_variant(argv(teacher_dir, news_dir, tmp_path / "out", tmp_path / "ck"), variant)
+    args[args.index("--max-steps") + 1] = "2"
+    assert nash.main(args + ["--sixths-selection", "auto"]) == 0
+    side = json.loads((tmp_path / "out" / "sidecar.json").read_text())
+    enc, dec = {"e3d3-kd": ([0, 3, 5], [0, 3, 5]), "e6d2-ce": ([0, 1, 2, 3, 4, 5], [0, 5])}[variant]
+    assert (side["kept"]["encoder_blocks"], side["kept"]["decoder_blocks"]) == (enc, dec)
+    assert side["variant"] == variant and side["target_sparsity"] == 0.0
+    assert side["expected_sparsity_final"] is None and side["training"]["steps"] == 2
+    assert side["args"]["prediction_loss"] == objective
+    teacher_terms = (side["args"]["distill_enc"], side["args"]["distill_dec"])
+    assert teacher_terms == ((0.001, 0.001) if objective == "kl" else (0.0, 0.0))
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--variant", "nash-d3-uniform-l0s100"], "--variant: NASH variant"),
-    (["--variant", "e3d3"], "--variant: NASH variant"),
+    (["--variant", "e3d3"], "--variant: variant 'e3d3' is neither nash-d{D}"),
+    (["--variant", "e6d6-kd"], "--variant: variant 'e6d6-kd' is neither"),
     (["--sparsity-tolerance", "0.02"], "--sparsity-tolerance: 0.02 is greater than or equal to "
                                        "the maximum of 0.01"),
-    (["--batch-size", "0"], "--batch-size: 0 is less than the minimum of 1"),
+    (["--per-device-batch-size", "0"], "--per-device-batch-size: 0 is less than the minimum of 1"),
+    (["--per-device-batch-size", "3"], "--effective-batch-size: 4 is not a multiple of "
+                                       "--per-device-batch-size 3"),
+    (["--batch-divisor", "0"], "--batch-divisor must be >= 1"),
     (["--sparsity-warmup-fraction", "1.5"], "--sparsity-warmup-fraction"),
     (["--settings", '{"kl_temperature": -1}', "--config-key", "nash.train"],
      "config key nash.train.kl_temperature: -1 is less than or equal to the minimum of 0"),
@@ -190,3 +278,55 @@ def test_stage_hash_covers_the_training_code_and_stays_out_of_other_stages():
             "modeling.py", "surgery.py"} <= names
     # other stages load models through modeling.py, which must not pull the NASH code in
     assert not any(p.parent.name == "nash" for p in stage_modules("finetune"))
+
+
+def _history(out):
+    return [json.loads(line) for line in (out / "nash_history.jsonl").open()]
+
+
+def test_batch_divisor_keeps_the_objective_and_resumes(teacher_dir, news_dir, tmp_path):
+    """--batch-divisor 2 (an OOM retry): 2 x 2 instead of 4 x 1 reads the same 4 examples per
+    step and, the token averages being over the whole step, computes the same loss; and a
+    checkpoint written without the divisor is resumed with it."""
+    def args(name, *extra):
+        a = with_variant(argv(teacher_dir, news_dir, tmp_path / name, tmp_path / f"ck-{name}",
+                              *extra), "nash-d3-uniform-none")   # no gate noise to differ
+        a[a.index("--max-steps") + 1] = "2"
+        return a
+
+    assert nash.main(args("whole")) == 0
+    assert nash.main(args("halves", "--batch-divisor", "2")) == 0
+    whole, halves = _history(tmp_path / "whole"), _history(tmp_path / "halves")
+    for a, b in zip(whole, halves):
+        assert a["examples"] == b["examples"] == 4
+        for key in ("loss", "kl", "enc_mse", "dec_mse"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    side = json.loads((tmp_path / "halves" / "sidecar.json").read_text())
+    assert side["batch"] == {"effective": 4, "per_device": 2, "accumulation": 2,
+                             "world_size": 1, "batch_divisor": 2}
+    a, b = load_model(tmp_path / "whole").state_dict(), load_model(tmp_path / "halves").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+    def crash_at_2(step):   # before step 2's checkpoint: step 1's is the newest
+        if step == 2:
+            raise Interrupt
+
+    first = args("retry", "--save-steps", "1")
+    with pytest.raises(Interrupt):
+        nash.run(nash.parse_args(first), on_step=crash_at_2)
+    assert nash.main(first + ["--batch-divisor", "2"]) == 0
+    side = json.loads((tmp_path / "retry" / "sidecar.json").read_text())
+    assert side["training"]["resumed_from"].endswith("step-00000001")
+    assert side["batch"]["batch_divisor"] == 2
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "setting per_device_batch_size 4 is not divisible by --batch-divisor 3"),
+    (["--config-key", "nash.train"],
+     "config key nash.train.per_device_batch_size 4 is not divisible by --batch-divisor 3"),
+])
+def test_batch_divisor_must_divide_the_per_device_batch(teacher_dir, news_dir, tmp_path, extra,
+                                                        message):
+    with pytest.raises(ValueError, match=message):
+        nash.main(argv(teacher_dir, news_dir, tmp_path / "o", tmp_path / "c", "--batch-divisor",
+                       "3", *extra))

@@ -199,3 +199,126 @@ def test_deterministic_mask_fails_loudly_when_no_unit_fits():
     # from 0.40 the next unit is a 10-param head: 0.20, outside 0.3 +- 0.01
     with pytest.raises(ValueError, match="cannot reach sparsity"):
         gates.deterministic_masks(groups, sizes, full, target=0.3, tolerance=0.01)
+
+
+# ---- the released code's gate initialisation, clamp and schedules
+
+LN100 = math.log(100)   # 4.605170: CoFi's / NASH's constrain_parameters bound
+
+
+def test_gate_init_is_the_released_l0modules():
+    from asymprune.nash.masking import EncoderGates
+
+    torch.manual_seed(0)
+    g = EncoderGates(TINY)                    # heads log_alpha 10, FFN droprate 0.5 -> 0
+    assert g.head_log_alpha.shape == (6, 4) and g.ffn_log_alpha.shape == (6, 48)
+    heads, ffn = g.head_log_alpha.detach(), g.ffn_log_alpha.detach()
+    assert float(heads.mean()) == pytest.approx(10.0, abs=0.01)
+    assert float(ffn.mean()) == pytest.approx(0.0, abs=0.01)
+    assert float(ffn.std()) == pytest.approx(0.01, rel=0.2)
+    # keep probabilities: sigmoid(10 + (2/3) ln 11) = 0.999991, sigmoid((2/3) ln 11) = 0.831822
+    assert float(gates.keep_probability(torch.tensor(10.0))) == pytest.approx(0.999991, abs=1e-6)
+    # so the expected sparsity starts at the FFN units' share of the drop: the tiny encoder's
+    # FFN units are 6 * 48 * 96 = 27,648 of 52,224 params; 27,648 * 0.168178 / 52,224 = 0.0890
+    assert float(g.expected_sparsity().detach()) == pytest.approx(27_648 * (1 - 0.831822) / 52_224,
+                                                         abs=2e-4)
+    assert gates.init_log_alpha(0.5) == 0.0
+
+
+def test_log_alpha_clamp_hand_values():
+    la = torch.tensor([10.0, 4.0, -7.0, -4.6])
+    assert torch.allclose(gates.clamp_log_alpha(la, LN100),
+                          torch.tensor([LN100, 4.0, -LN100, -4.6]))
+    # the bounds' keep probabilities: sigmoid(-4.605 + 1.599) = 0.0471, sigmoid(6.204) = 0.9980
+    kp = gates.keep_probability(torch.tensor([-LN100, LN100]))
+    assert torch.allclose(kp, torch.tensor([0.047130, 0.997982]), atol=1e-5)
+    with pytest.raises(ValueError, match="> 0"):
+        gates.clamp_log_alpha(la, 0.0)
+
+
+def test_gates_constrain_in_place():
+    from asymprune.nash.masking import EncoderGates
+
+    g = EncoderGates(TINY)
+    before = g.head_log_alpha
+    g.constrain_(LN100)
+    assert g.head_log_alpha is before                     # same Parameter (optimizer keeps it)
+    assert float(g.head_log_alpha.detach().max()) == pytest.approx(LN100)
+    assert float(g.ffn_log_alpha.detach().abs().max()) < 0.1       # untouched inside the bounds
+
+
+def test_linear_learning_rate_schedule_values():
+    """The weights' schedule (released code: get_linear_schedule_with_warmup, 0 warm-up):
+    lr_k = lr (T - k) / T, e.g. lr 3e-5, T = 10: 3e-5, 2.4e-5 after 2 steps, 0 after 10."""
+    from transformers import get_scheduler
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=3e-5)
+    sched = get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(3e-5) and lrs[2] == pytest.approx(2.4e-5)
+    assert lrs[9] == pytest.approx(3e-6) and sched.get_last_lr()[0] == 0.0
+
+
+def test_defaults_are_the_released_codes():
+    from asymprune.settings import NashTrain
+
+    d = NashTrain()
+    assert (d.head_gate_init_log_alpha, d.ffn_gate_init_droprate) == (10.0, 0.5)
+    assert d.gate_temperature == pytest.approx(2 / 3) and d.log_alpha_limit == pytest.approx(LN100)
+    assert (d.lr_scheduler, d.warmup_steps, d.freeze_embeddings) == ("linear", 0, True)
+    assert (d.kl_temperature, d.kl_direction) == (2.0, "teacher_student")
+    assert d.sparsity_warmup_fraction == pytest.approx(1 / 3, abs=1e-4)   # 1 of 3 epochs
+    # Table 8 where the scripts reuse NLU values: batch 4, lengths 512 / 128, lr 3e-5, 0.01
+    assert (d.effective_batch_size, d.max_source_length, d.max_target_length) == (4, 512, 128)
+    assert (d.learning_rate, d.reg_learning_rate, d.distill_enc) == (3e-5, 0.01, 0.001)
+
+
+# ---- batches over devices and micro-batches
+
+def test_batch_plan_keeps_the_effective_batch():
+    from asymprune.nash.data import batch_plan
+
+    assert batch_plan(8, 4, 1, 2, "k.") == (4, 1)     # 4 x 1 x 2 = 8
+    assert batch_plan(8, 4, 2, 2, "k.") == (2, 2)     # an OOM retry: 2 x 2 x 2 = 8
+    assert batch_plan(64, 8, 4, 1, "k.") == (2, 32)   # 2 x 32 x 1 = 64
+    with pytest.raises(ValueError, match="k.per_device_batch_size 4 is not divisible by "
+                                         "--batch-divisor 3"):
+        batch_plan(8, 4, 3, 1, "k.")
+    with pytest.raises(ValueError, match="k.effective_batch_size 8 is not a multiple of "
+                                         "per-device batch 4 x 3 device"):
+        batch_plan(8, 4, 1, 3, "k.")
+
+
+def test_every_example_of_a_step_is_read_once():
+    """Devices x micro-batches tile the step's E stream positions with no overlap, for
+    every split of the same effective batch."""
+    from asymprune.nash.data import ExampleStream, micro_batch_positions
+
+    stream = ExampleStream(20, seed=3)
+    for world, per_device, accum in [(1, 8, 1), (1, 2, 4), (2, 4, 1), (2, 2, 2), (4, 1, 2)]:
+        for step in (0, 1, 2):                       # step 2 straddles epochs 0 and 1
+            pos = [p for r in range(world)
+                   for m in micro_batch_positions(step, 8, per_device, accum, r) for p in m]
+            assert sorted(pos) == list(range(8 * step, 8 * step + 8)), (world, per_device)
+    # within an epoch a step's examples are distinct (step 2 may meet an example again: it
+    # reads the end of epoch 0 and the start of epoch 1)
+    assert len(set(stream.indices(range(0, 16)))) == 16
+    # device 1 of 2, 2 x 2: step 0 -> positions [4, 5], [6, 7]
+    assert micro_batch_positions(0, 8, 2, 2, 1) == [range(4, 6), range(6, 8)]
+    # each epoch is a permutation of all examples, drawn from seed + epoch
+    assert sorted(stream.indices(range(20, 40))) == list(range(20))
+    assert stream.indices(range(20)) != stream.indices(range(20, 40))
+    assert ExampleStream(20, seed=3).indices(range(45, 47)) == stream.indices(range(45, 47))
+
+
+def test_total_steps():
+    from asymprune.nash.data import total_steps
+
+    assert total_steps(3.0, -1, 64, 4) == 48         # 3 x 64 / 4
+    assert total_steps(1.3, -1, 64, 24) == 4         # ceil(83.2 / 24)
+    assert total_steps(3.0, 7, 64, 4) == 7

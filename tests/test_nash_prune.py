@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -165,7 +166,9 @@ def test_deterministic_gates_mask_then_prune_hits_the_target(tiny_model):
     """Gates with random scores -> deterministic mask at 30 % -> physical model at 30 % +- 0.5."""
     dims = EncoderDims.from_config(tiny_model.config)
     torch.manual_seed(1)
-    g = EncoderGates(dims, init_droprate=0.3, init_std=1.0)
+    # log(0.7 / 0.3) = 0.847 for heads and units alike, spread by N(0, 1)
+    g = EncoderGates(dims, head_init_log_alpha=math.log(0.7 / 0.3), ffn_init_droprate=0.3,
+                     init_std=1.0)
     heads, units, info = g.deterministic(0.3, 0.005)
     prune_encoder(tiny_model, heads, units)
     kept = encoder_prunable_params(*encoder_widths(tiny_model), dims)

@@ -23,7 +23,7 @@ MICRO = yaml.safe_load((REPO / "configs/micro.yaml").read_text())
 # config block -> the dataclass whose fields it holds
 BLOCKS = {("finetune",): S.Training, ("refinetune",): S.Training,
           ("nash", "finetune"): S.Training, ("nash", "train"): S.NashTrain,
-          ("evaluate",): S.Evaluate, ("benchmark",): S.Benchmark}
+          ("evaluate",): S.Evaluate, ("benchmark",): S.Benchmark, ("report",): S.Report}
 
 
 def _resolve(schema: dict, node: dict) -> dict:

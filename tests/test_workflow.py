@@ -17,7 +17,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 MICRO = yaml.safe_load((REPO / "configs/micro.yaml").read_text())
-MICRO_MODELS = MICRO["variants"] + MICRO["nash"]["variants"]  # every model that is evaluated
+# every model that is evaluated: depth variants, NASH variants, equal-budget baselines
+MICRO_MODELS = (MICRO["variants"] + MICRO["nash"]["variants"]
+                + [f"{v}-{o}" for v in MICRO["baselines"]["variants"]
+                   for o in MICRO["baselines"]["objectives"]])
 
 
 def snakemake(*args, cwd=REPO, env=None, timeout=900):
@@ -57,16 +60,20 @@ def test_paper_grid_dry_run_counts(tmp_path):
                         "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"))
     assert rc == 0, out
     counts = job_counts(out)
-    n_nash = counts.get("nash", 0)
+    # the NASH stage also trains the equal-budget baselines e6d{1,2,3}-kd (config baselines)
+    n_baselines = 27  # 3 sizes x 3 data sets x 3 depth variants x 1 objective
+    n_nash = counts.get("nash", 0) - n_baselines
     assert counts["data"] == 3
     assert counts["finetune"] == 9  # 3 sizes x 3 data sets
     assert counts["prune_layers"] == 135  # x 15 pruned variants
     assert counts["refinetune"] == 135
     assert n_nash == 27  # NASH-2/3/4 at 30 % for each size and data set
-    assert counts["nash_finetune"] == 27
-    assert counts["evaluate"] == 144 + n_nash  # x 16 variants (+ NASH models)
-    assert counts["benchmark"] == 144 + n_nash
-    assert counts["benchmark_arch"] == 48  # 3 FLAN-T5 architectures x 16 variants
+    assert counts["nash_finetune"] == 27 + n_baselines
+    assert counts["evaluate"] == 144 + n_nash + n_baselines  # x 16 variants (+ NASH models)
+    # one benchmark job per size and data set times its 16 + 3 NASH models interleaved, and
+    # one per FLAN-T5 architecture its 16 depth variants
+    assert counts["benchmark"] == 9
+    assert counts["benchmark_arch"] == 3
     assert counts["report"] == 1
     # the private QIWS set is missing on this machine: said clearly, naming the key to set
     assert "set config key datasets.qiws.path" in out
@@ -173,6 +180,20 @@ def test_micro_preset_end_to_end(micro_run):
     assert rc == 0 and "Nothing to be done" in out, out
 
 
+def test_snakemake_report_is_one_page_with_the_tables_and_figures(micro_run, tmp_path):
+    page = tmp_path / "my report.html"
+    rc, out = snakemake("--cores", "1", "-s", str(REPO / "Snakefile"), "--directory",
+                        str(micro_run), "--configfile", str(micro_run / "micro run.yaml"),
+                        "--report", str(page))
+    assert rc == 0, out
+    tables = sorted(p.name for p in (micro_run / "my reports/micro/tables").glob("*.html"))
+    figures = sorted(p.name for p in (micro_run / "my reports/micro/figures").glob("*.png"))
+    assert "pareto_micro_news.html" in tables and "pareto_micro_news.png" in figures
+    for name in tables + figures:
+        assert f"Adding {name}" in out, name
+    assert page.stat().st_size > 100_000
+
+
 def test_changing_an_evaluation_setting_reruns_evaluation_and_report_only(micro_run, tmp_path):
     cfg = copy.deepcopy(MICRO_RUN)
     cfg["evaluate"]["max_new_tokens"] = 6
@@ -197,10 +218,11 @@ def _copy_of_the_code(tmp_path) -> tuple[Path, dict]:
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("evaluate.py", {"evaluate": 5, "report": 1}),
+    ("evaluate.py", {"evaluate": 6, "report": 1}),
     # pruning code: 3 pruned variants are pruned, re-fine-tuned, evaluated and benchmarked
-    # again; the teacher (e6d6), its data and tokenizer are untouched
-    ("prune_layers.py", {"prune_layers": 3, "refinetune": 3, "evaluate": 3, "benchmark": 3,
+    # again (the one benchmark job times all variants together); the teacher (e6d6), its data
+    # and tokenizer are untouched
+    ("prune_layers.py", {"prune_layers": 3, "refinetune": 3, "evaluate": 3, "benchmark": 1,
                          "report": 1}),
 ])
 def test_changing_a_stage_reruns_it_and_downstream_only(micro_run, tmp_path, module, expected):
@@ -279,3 +301,41 @@ def test_config_strings_reach_the_stage_literally_and_run_nothing(tmp_path):
     side = json.loads((tmp_path / target).read_text())
     assert side["args"]["path"] == str(src) and side["args"]["source_prefix"] == prefix
     assert not list(tmp_path.rglob("ran*")) and not list(REPO.glob("ran*"))
+
+
+def test_every_rule_reserves_the_gpus_it_uses(tmp_path):
+    """gpus_per_job 2: the training stages (finetune, refinetune, NASH and its fine-tune) run
+    DDP under torchrun on 2 pinned GPUs and reserve 2; evaluate and benchmark run one process
+    on one pinned GPU and reserve 1; CPU stages reserve none."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["models"] = {"small": cfg["models"]["small"]}
+    cfg["models"]["small"]["resources"]["gpus_per_job"] = 2
+    cfg["datasets"] = {"xsum": cfg["datasets"]["xsum"]}
+    # NASH's batch of 4 over 2 GPUs: 2 per device (4 per device is refused, naming the key)
+    cfg.update(variants=["e6d6", "e6d3"], baselines={"variants": []},
+               nash={"variants": ["nash-d3-uniform-l0s30"], "train": {"per_device_batch_size": 4},
+                     "finetune": {"per_device_batch_size": 2}})
+    rc, out = snakemake("-n", "--directory", str(tmp_path), "--configfile",
+                        str(write_config(tmp_path / "c.yaml", cfg)))
+    assert rc != 0 and ("config key models.small.resources.gpus_per_job: 2 GPUs x "
+                        "nash.train.per_device_batch_size 4 does not divide "
+                        "nash.train.effective_batch_size 4") in out, out
+    cfg["nash"]["train"]["per_device_batch_size"] = 2
+    cfg["benchmark"]["arch_only"] = ["small"]
+    rc, out = snakemake("-n", "-p", "--directory", str(tmp_path), "--configfile",
+                        str(write_config(tmp_path / "c.yaml", cfg)))
+    assert rc == 0, out
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?\s+resources: (.*)\n(?:.*\n)*?"
+                      r"Shell command: (.*)$", out, re.M)
+    seen = {}
+    for rule, resources, command in jobs:
+        gpu = int(re.search(r"\bgpu=(\d+)", resources).group(1)) if "gpu=" in resources else 0
+        ddp = "torch.distributed.run --standalone --nproc_per_node 2" in command
+        pinned = re.search(r"gpu_slots --gpus-per-job (\d+)", command)
+        seen[rule] = (gpu, ddp, int(pinned.group(1)) if pinned else 0)
+    for rule in ("finetune", "refinetune", "nash", "nash_finetune"):
+        assert seen[rule] == (2, True, 2), (rule, seen[rule])
+    for rule in ("evaluate", "benchmark", "benchmark_arch"):
+        assert seen[rule] == (1, False, 1), (rule, seen[rule])
+    for rule in ("data", "prune_layers"):
+        assert seen[rule] == (0, False, 0), (rule, seen[rule])

@@ -1,25 +1,44 @@
-"""Time greedy generation of a model at several batch sizes (protocol: DESIGN.md section 5).
+"""Time generation of several variants of one model, interleaved (protocol: DESIGN.md section 5).
 
-Two sources of models:
-  --model DIR                  a trained or pruned model folder (save_pretrained + tokenizer)
-  --arch SIZE --variant e3d6   the exact FLAN-T5 architecture cut to that depth, random weights
-                               (seeded), no training: the speedup of every variant for free
+One job times every variant of a size/dataset (or of a FLAN-T5 architecture), so that the
+ratios it reports cannot be skewed by something that happened between two jobs:
 
-Two modes, each timed at every batch size:
-  fixed    min_new_tokens == max_new_tokens == --new-tokens, asserted on every output: every
-           variant decodes the same number of steps, so the ratio of latencies is the ratio
-           of architecture cost
-  natural  EOS allowed, up to --max-new-tokens (the paper's setting); the mean generated length
-           is recorded, since a variant that stops earlier is faster for that reason alone
+  --model VARIANT=DIR ...        trained or pruned model folders (save_pretrained + tokenizer)
+  --arch SIZE --variants e6d6 e3d6 ...
+                                 the exact FLAN-T5 architecture cut to each depth, random
+                                 weights (seeded), no training: every variant's speedup for free
 
-Per configuration: --warmup untimed runs, then --runs timed runs of one ``generate`` call on the
-same batch; on CUDA the device is synchronized before the clock starts and before it stops, so
-a run's time covers all of its kernels. Reported: mean, sample std and median in ms per batch.
+Cells (each timed for every variant): protocol x mode x engine x batch size.
+  fixed    min_new_tokens == max_new_tokens == new_tokens, asserted on every output: every
+           variant decodes the same number of steps, so a latency ratio is an architecture ratio
+  natural  EOS allowed, up to max_new_tokens (the paper's setting); the mean generated length is
+           recorded, since a variant that stops earlier is faster for that reason alone
+  engines  eager (transformers generate, dynamic cache) and compiled (static cache and a
+           torch.compile'd decoding step, asymprune.engine; greedy only)
+  protocol paper (greedy, the configured batch sizes) and, with nash_protocol, NASH's own
+           setting: beam search 4, batch 32, natural length, eager (labelled "nash")
 
-  python -m asymprune.benchmark --arch small --variant e6d1 --device cuda --output e6d1.json
-  python -m asymprune.benchmark --model results/demo/models/tiny/xsum/e6d6/model \\
-      --data-file results/demo/data/xsum/test.jsonl --size tiny --dataset xsum --variant e6d6 \\
-      --device cpu --output bench.json
+Inputs (``inputs``): ``real`` (default, the paper's protocol) takes test documents, truncates
+each to source_tokens and pads a batch to its longest document; each timed round uses another
+batch (round r takes documents r*b .. r*b+b-1), so natural mode at batch 1 averages over
+``runs`` documents. ``repeated`` repeats each document to exactly source_tokens (architecture
+studies: every row costs the encoder the same). ``--arch`` models get random tokens of exactly
+source_tokens (fixed mode only: random weights have no natural length).
+
+Timing: warm-up runs per variant first (the compiled engine compiles there), then ``runs``
+rounds; round r times every variant once, in an order rotated by r (variant i goes at position
+(i + r) mod V), so slow drift of the machine hits all variants alike. On CUDA the device is
+synchronized before the clock starts and stops. A cell is flagged ``disturbed`` when its spread
+(max - min) / median exceeds ``max_spread`` or when other processes used more than
+``max_foreign_load`` of the machine's CPU time during its timed runs (/proc/stat minus this
+process); the report marks flagged cells and never plots them.
+
+  python -m asymprune.benchmark --arch small --variants e6d6 e6d3 e6d1 --device cuda \\
+      --output-dir bench_arch/cuda/small
+  python -m asymprune.benchmark --model e6d6=results/demo/models/tiny/news/e6d6/model \\
+      --model e6d3=results/demo/models/tiny/news/e6d3/model \\
+      --data-file results/demo/data/news/test.jsonl --size tiny --dataset news \\
+      --device cpu --output-dir bench/cpu/tiny/news
 """
 
 from __future__ import annotations
@@ -32,71 +51,84 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from asymprune.artifacts import read_jsonl
-from asymprune.flan_t5 import SIZES, flan_t5_config
-from asymprune.generation import generate
 from asymprune import settings
+from asymprune.artifacts import read_jsonl
+from asymprune.engine import generate_with
+from asymprune.flan_t5 import SIZES, flan_t5_config
 from asymprune.layers import SIXTHS_STRATEGIES
-from asymprune.variants import parse_depth
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
                                 resolve_device)
 from asymprune.provenance import make_sidecar, write_json
+from asymprune.variants import parse, parse_depth, sort
 
 log = logging.getLogger("asymprune.benchmark")
 
+# NASH's latency setting (Ko et al., section 5.1): beam search with 4 beams at batch 32
+NASH_BEAMS, NASH_BATCH = 4, 32
+
+
+def _variant_dir(text: str) -> tuple[str, Path]:
+    variant, sep, path = text.partition("=")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"expected VARIANT=DIR, got {text!r}")
+    try:
+        parse(variant)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return variant, Path(path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m asymprune.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_argument_group("model (exactly one of --model / --arch)")
-    src.add_argument("--model", type=Path, help="model folder written by save_pretrained")
+    src = p.add_argument_group("models (--model ... or --arch with --variants)")
+    src.add_argument("--model", type=_variant_dir, action="append", default=[],
+                     metavar="VARIANT=DIR", help="a model folder and its variant id; repeat")
     src.add_argument("--arch", choices=SIZES,
                      help="architecture-only: exact FLAN-T5 config of this size, random weights")
+    src.add_argument("--variants", nargs="+", help="with --arch: the depths e{E}d{D} to build")
     src.add_argument("--layer-selection", default="auto", choices=SIXTHS_STRATEGIES,
                      help="with --arch: which rule turns sixths into a layer count (only the "
                           "count matters here; every rule gives floor(n * s / 6))")
     src.add_argument("--seed", type=int, default=0,
                      help="seed of the random weights (--arch) and random input tokens")
-
-    lab = p.add_argument_group("labels copied to the top level of the output JSON")
+    lab = p.add_argument_group("labels copied to the top level of each output JSON")
     lab.add_argument("--size", help="model size label (with --arch: defaults to --arch)")
     lab.add_argument("--dataset", help="dataset label (none for --arch)")
-    lab.add_argument("--variant", help="variant label, e.g. e6d6, e3d6, nash-d3; with --arch "
-                                       "it is required and sets the depth (e{E}d{D})")
     lab.add_argument("--device-label",
                      help="device label for paths and tables, e.g. a10, h100, cpu "
-                          "(default: the torch device type, cpu or cuda)")
-
+                          "(default: the device, cpu or cuda)")
     inp = p.add_argument_group("inputs")
     inp.add_argument("--data-file", type=Path,
                      help='JSONL rows {"id", "source", "target"}; sources are tokenized with '
-                          "the model's tokenizer (needs --model). Without it, inputs are random "
+                          "the models' tokenizer (needs --model). Without it, inputs are random "
                           "tokens (fixed mode only)")
     run = p.add_argument_group("run")
     run.add_argument("--threads", type=int, default=0,
                      help="torch CPU threads (0 = leave torch's default); recorded either way")
+    p.add_argument("--output-dir", type=Path, required=True,
+                   help="one <variant>.json per variant is written here")
     settings.add_arguments(p, settings.Benchmark, "protocol (asymprune.settings.Benchmark; with "
                                                   "--arch, modes defaults to fixed only)")
-
-    p.add_argument("--output", type=Path, required=True, help="output JSON path")
     args = p.parse_args(argv)
     modes_given = hasattr(args, "modes")
     settings.resolve(settings.Benchmark, args, p)
 
-    if (args.model is None) == (args.arch is None):
-        p.error("give exactly one of --model DIR or --arch SIZE")
+    if bool(args.model) == (args.arch is not None):
+        p.error("give exactly one of --model VARIANT=DIR ... or --arch SIZE")
     if args.arch is not None:
-        if args.variant is None:
-            p.error("--arch needs --variant e{E}d{D} (the depth to build)")
-        try:
-            parse_depth(args.variant)
-        except ValueError as e:
-            p.error(f"--variant: {e}")
+        if not args.variants:
+            p.error("--arch needs --variants e{E}d{D} ... (the depths to build)")
+        for v in args.variants:
+            try:
+                parse_depth(v)
+            except ValueError as e:
+                p.error(f"--variants: {e}")
         if args.size is not None and args.size != args.arch:
             p.error(f"--size {args.size!r} contradicts --arch {args.arch!r}")
         args.size = args.arch
@@ -104,17 +136,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--data-file needs --model (an --arch model has no tokenizer)")
         if args.dataset is not None:
             p.error("--dataset makes no sense with --arch (random weights, no data)")
-    if args.arch is not None and not modes_given:
-        # random weights have no natural length: only fixed mode applies to an architecture
-        args.modes = ["fixed"]
-    if "natural" in args.modes and args.data_file is None:
-        p.error("natural mode needs --data-file: when a model stops depends on real inputs "
-                "(and random weights have no natural length)")
-    if args.model is not None and not (args.model / "config.json").is_file():
-        p.error(f"--model {args.model}: no config.json there")
+        if not modes_given:
+            # random weights have no natural length: only fixed mode applies to an architecture
+            args.modes = ["fixed"]
+        args.nash_protocol = False  # beam search over random weights measures nothing real
+    else:
+        if args.variants:
+            p.error("--variants goes with --arch; with --model the variant is in VARIANT=DIR")
+        names = [v for v, _ in args.model]
+        if len(set(names)) != len(names):
+            p.error(f"--model: a variant is given twice in {names}")
+        for v, path in args.model:
+            if not (path / "config.json").is_file():
+                p.error(f"--model {v}={path}: no config.json there")
+    if ("natural" in args.modes or args.nash_protocol) and args.data_file is None:
+        p.error("natural mode and the NASH protocol need --data-file: when a model stops "
+                "depends on real inputs (and random weights have no natural length)")
     if args.data_file is not None and not args.data_file.is_file():
         p.error(f"--data-file {args.data_file} does not exist")
     return args
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
 
 
 def device_name(device: torch.device) -> str:
@@ -147,12 +191,11 @@ def build_arch_model(size: str, variant: str, strategy: str, seed: int,
 
 
 def fit_length(ids: list[int], n_tokens: int, eos_id: int) -> list[int]:
-    """Exactly ``n_tokens`` ids ending in EOS, like a real (truncated) T5 input.
+    """Exactly ``n_tokens`` ids ending in EOS (the ``repeated`` inputs).
 
     A long source is cut to its first n - 1 tokens; a short one is repeated end to end until
     n - 1 tokens (e.g. 300 tokens, n = 1024: 3 full copies + the first 122 tokens = 1023);
-    then EOS. Repeating instead of padding keeps every position a real token with attention
-    mask 1, so every row costs the encoder the same n tokens as in the paper's 1024-token setup.
+    then EOS. Every position is a real token with attention mask 1.
     """
     if not ids:
         raise ValueError("cannot fit an empty token sequence")
@@ -160,7 +203,15 @@ def fit_length(ids: list[int], n_tokens: int, eos_id: int) -> list[int]:
     return body + [eos_id]
 
 
-def sources_from_file(path: Path, tokenizer, n_tokens: int) -> list[list[int]]:
+def truncate(ids: list[int], n_tokens: int, eos_id: int) -> list[int]:
+    """The ``real`` inputs: a document's tokens cut to n, still ending in EOS, as the
+    tokenizer's truncation does (a 374-token XSUM document stays 374 tokens long)."""
+    if not ids:
+        raise ValueError("cannot use an empty token sequence")
+    return ids[: n_tokens - 1] + [eos_id] if len(ids) >= n_tokens else ids + [eos_id]
+
+
+def sources_from_file(path: Path, tokenizer, n_tokens: int, inputs: str) -> list[list[int]]:
     rows = read_jsonl(path)
     if not rows:
         raise ValueError(f"--data-file {path} has no rows")
@@ -175,7 +226,8 @@ def sources_from_file(path: Path, tokenizer, n_tokens: int) -> list[list[int]]:
         if not ids:
             raise ValueError(f"--data-file {path} row {i} (id {row.get('id')!r}) tokenizes to "
                              f"nothing")
-        out.append(fit_length(ids, n_tokens, eos))
+        out.append(fit_length(ids, n_tokens, eos) if inputs == "repeated"
+                   else truncate(ids, n_tokens, eos))
     return out
 
 
@@ -187,12 +239,21 @@ def random_sources(vocab_size: int, n_tokens: int, count: int, seed: int,
     return [row + [eos_id] for row in body.tolist()]
 
 
-def make_batch(sources: list[list[int]], batch_size: int,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``batch_size`` sources in file order (cycled if there are fewer)."""
-    rows = [sources[i % len(sources)] for i in range(batch_size)]
-    ids = torch.tensor(rows, dtype=torch.long, device=device)
-    return ids, torch.ones_like(ids)
+def make_batches(sources: list[list[int]], batch_size: int, count: int, pad_id: int,
+                 device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` batches; batch j holds sources j*b .. j*b+b-1 (cycling through the file),
+    right-padded to its longest source with attention mask 0 on the padding."""
+    batches = []
+    for j in range(count):
+        rows = [sources[(j * batch_size + i) % len(sources)] for i in range(batch_size)]
+        width = max(map(len, rows))
+        ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(row)
+            mask[i, :len(row)] = 1
+        batches.append((ids.to(device), mask.to(device)))
+    return batches
 
 
 def new_token_counts(output: torch.Tensor, eos_id: int) -> list[int]:
@@ -209,46 +270,151 @@ def new_token_counts(output: torch.Tensor, eos_id: int) -> list[int]:
     return counts
 
 
+# ---------------------------------------------------------------------------------------------
+# timing
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_config(model, ids: torch.Tensor, mask: torch.Tensor, gen_kwargs: dict, *, mode: str,
-                new_tokens: int, eos_id: int, warmup: int, runs: int,
-                device: torch.device) -> dict:
-    """Warm-up, then timed runs of one batch; returns latency stats and generated lengths."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    load_before = os.getloadavg()[0]
-    times_ms: list[float] = []
-    counts: list[int] = []
-    for i in range(warmup + runs):
-        _sync(device)
-        t0 = time.perf_counter()
-        out = generate(model, ids, mask, **gen_kwargs)
-        _sync(device)
-        elapsed_ms = (time.perf_counter() - t0) * 1000.0
-        row_counts = new_token_counts(out, eos_id)
-        if mode == "fixed" and (out.shape[1] - 1 != new_tokens
-                                or any(c != new_tokens for c in row_counts)):
-            raise AssertionError(f"fixed mode: expected exactly {new_tokens} new tokens per row, "
-                                 f"got output width {out.shape[1] - 1} and per-row {row_counts}")
-        if i >= warmup:
-            times_ms.append(elapsed_ms)
-            counts.extend(row_counts)
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy ticks of the whole machine, ticks of this process and its threads), or None where
+    /proc is missing. Busy = user + nice + system + irq + softirq + steal."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    # fields after the ")" start at field 3 of proc(5): utime is field 14, stime 15
+    return user + nice + system + irq + softirq + steal, int(own[11]) + int(own[12])
+
+
+# /proc/stat counts in ticks (USER_HZ, 100 per second): a window shorter than this many ticks
+# of machine time (e.g. 0.5 s on 2 CPUs = 100) cannot tell 10 % of foreign load from rounding
+MIN_LOAD_TICKS = 100
+
+
+def foreign_load(before: tuple[int, int] | None, after: tuple[int, int] | None,
+                 wall_s: float) -> float | None:
+    """Share of the machine's CPU time that other processes used in a window:
+    (busy ticks of all CPUs - this process's ticks) / (wall x CPUs x ticks per second).
+    None where /proc is missing or the window is too short to tell."""
+    if before is None or after is None:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    capacity = wall_s * (os.cpu_count() or 1) * hz
+    if capacity < MIN_LOAD_TICKS:
+        return None
+    other = (after[0] - before[0]) - (after[1] - before[1])
+    return min(1.0, max(0.0, other / capacity))
+
+
+@dataclass
+class Cell:
+    protocol: str        # paper | nash
+    mode: str            # fixed | natural
+    engine: str          # eager | compiled
+    batch_size: int
+    num_beams: int
+
+    def gen_kwargs(self, args) -> dict:
+        if self.mode == "fixed":
+            kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+        else:
+            kw = dict(max_new_tokens=args.max_new_tokens)
+        kw["use_cache"] = True
+        if self.num_beams > 1:
+            kw["num_beams"] = self.num_beams
+        return kw
+
+
+def cells(args) -> list[Cell]:
+    out = [Cell("paper", mode, engine, bs, 1)
+           for mode in args.modes for engine in args.engines for bs in args.batch_sizes]
+    if args.nash_protocol:
+        out.append(Cell("nash", "natural", "eager", NASH_BATCH, NASH_BEAMS))
+    return out
+
+
+def summarize(times_ms: list[float], counts: list[int], foreign: float | None,
+              load_before: float, args) -> dict:
+    median = statistics.median(times_ms)
+    spread = (max(times_ms) - min(times_ms)) / median
+    why = []
+    if spread > args.max_spread:
+        why.append(f"spread {spread:.2f} > {args.max_spread}")
+    if foreign is not None and foreign > args.max_foreign_load:
+        why.append(f"foreign load {foreign:.2f} > {args.max_foreign_load}")
     return {
         "mean_ms": statistics.fmean(times_ms),
         "std_ms": statistics.stdev(times_ms),  # sample std (n - 1), as over the paper's 7 runs
-        "median_ms": statistics.median(times_ms),
-        "runs_ms": times_ms,
+        "median_ms": median, "min_ms": min(times_ms), "max_ms": max(times_ms),
+        "runs_ms": times_ms, "spread": spread, "foreign_load": foreign,
+        "load_avg_1m_before": load_before,
+        "disturbed": bool(why), "disturbed_why": why,
         "new_tokens_mean": statistics.fmean(counts),
         "new_tokens_max": max(counts),  # the decoding steps the whole batch paid for
-        "load_avg_1m_before": load_before,
-        "peak_memory_mb": (torch.cuda.max_memory_allocated(device) / 2**20
-                           if device.type == "cuda" else None),
     }
+
+
+def time_cell(models: dict, cell: Cell, batches: list, args, eos_id: int,
+              device: torch.device) -> dict[str, dict]:
+    """Warm-up, then ``runs`` interleaved rounds over the variants; stats per variant."""
+    gen_kwargs = cell.gen_kwargs(args)
+    variants = list(models)
+
+    def run_once(variant, batch):
+        ids, mask = batch
+        _sync(device)
+        t0 = time.perf_counter()
+        out = generate_with(cell.engine, models[variant], ids, mask, **gen_kwargs)
+        _sync(device)
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        counts = new_token_counts(out, eos_id)
+        if cell.mode == "fixed" and (out.shape[1] - 1 != args.new_tokens
+                                     or any(c != args.new_tokens for c in counts)):
+            raise AssertionError(f"fixed mode: expected exactly {args.new_tokens} new tokens "
+                                 f"per row, got width {out.shape[1] - 1} and per-row {counts}")
+        return elapsed, counts
+
+    gc.collect()
+    # The compiled engine compiles once per input shape: warm every distinct shape up, so that
+    # no compilation lands in a timed run.
+    shapes = {tuple(b[0].shape): b for b in batches}
+    warm = [batches[i % len(batches)] for i in range(args.warmup)]
+    if cell.engine == "compiled":
+        warm += list(shapes.values())
+    for variant in variants:
+        for batch in warm:
+            run_once(variant, batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    times = {v: [] for v in variants}
+    counts = {v: [] for v in variants}
+    load_before = os.getloadavg()[0]
+    before, t0 = cpu_ticks(), time.perf_counter()
+    for r in range(args.runs):
+        batch = batches[r % len(batches)]
+        k = r % len(variants)
+        for variant in variants[k:] + variants[:k]:  # rotated: variant i at (i - r) mod V
+            elapsed, row_counts = run_once(variant, batch)
+            times[variant].append(elapsed)
+            counts[variant].extend(row_counts)
+    foreign = foreign_load(before, cpu_ticks(), time.perf_counter() - t0)
+    stats = {}
+    for variant in variants:
+        stats[variant] = summarize(times[variant], counts[variant], foreign, load_before, args)
+        stats[variant]["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
+                                            if device.type == "cuda" else None)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,64 +426,74 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
 
     if args.arch is not None:
-        model = build_arch_model(args.arch, args.variant, args.layer_selection, args.seed,
-                                 device, args.dtype)
+        models = {v: build_arch_model(args.arch, v, args.layer_selection, args.seed, device,
+                                      args.dtype) for v in sort(args.variants)}
         tokenizer = None
     else:
-        model = load_model(args.model, args.dtype).to(device).eval()
-        tokenizer = load_tokenizer(args.model) if args.data_file is not None else None
-    cfg = model.config
-    eos_id = cfg.eos_token_id
-    if not isinstance(eos_id, int):
-        raise ValueError(f"model config eos_token_id must be one int, got {eos_id!r}")
+        # every variant resident at once: the rounds alternate between them (FLAN-T5-large in
+        # fp32, 19 variants: about 45 GB, which an 80 GB GPU holds)
+        paths = dict(args.model)
+        models = {v: load_model(paths[v], args.dtype).to(device).eval() for v in sort(paths)}
+        tokenizer = load_tokenizer(paths[next(iter(models))])
+    first = next(iter(models.values())).config
+    eos_id, pad_id = first.eos_token_id, first.pad_token_id
+    if not isinstance(eos_id, int) or not isinstance(pad_id, int):
+        raise ValueError(f"model config eos/pad token ids must be ints, got {eos_id!r}, "
+                         f"{pad_id!r}")
+    for v, m in models.items():
+        if (m.config.eos_token_id, m.config.pad_token_id) != (eos_id, pad_id):
+            raise ValueError(f"variant {v} has other special tokens than {next(iter(models))}: "
+                             f"its outputs are not comparable")
 
     if args.data_file is not None:
-        sources = sources_from_file(args.data_file, tokenizer, args.source_tokens)
-        inputs = "data-file"
+        sources = sources_from_file(args.data_file, tokenizer, args.source_tokens, args.inputs)
+        inputs = args.inputs
     else:
         # Fixed mode only: the content of the input does not change the amount of work.
-        sources = random_sources(cfg.vocab_size, args.source_tokens, max(args.batch_sizes),
-                                 args.seed, eos_id)
+        sources = random_sources(first.vocab_size, args.source_tokens,
+                                 max(args.batch_sizes) * args.runs, args.seed, eos_id)
         inputs = "random"
 
-    results = []
-    for mode in args.modes:
-        if mode == "fixed":
-            gen_kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
-        else:
-            gen_kwargs = dict(max_new_tokens=args.max_new_tokens)
-        gen_kwargs["use_cache"] = True
-        for bs in args.batch_sizes:
-            ids, mask = make_batch(sources, bs, device)
-            stats = time_config(model, ids, mask, gen_kwargs, mode=mode,
-                                new_tokens=args.new_tokens, eos_id=eos_id, warmup=args.warmup,
-                                runs=args.runs, device=device)
-            log.info("%s bs=%d: %.1f +- %.1f ms (median %.1f), %.1f new tokens", mode, bs,
-                     stats["mean_ms"], stats["std_ms"], stats["median_ms"],
-                     stats["new_tokens_mean"])
-            results.append({"mode": mode, "batch_size": bs, **stats})
+    results = {v: [] for v in models}
+    for cell in cells(args):
+        # one batch per timed round: `runs` different groups of documents per batch size
+        batches = make_batches(sources, cell.batch_size, args.runs, pad_id, device)
+        source_tokens_mean = statistics.fmean(float(m.sum()) / m.shape[0] for _, m in batches)
+        stats = time_cell(models, cell, batches, args, eos_id, device)
+        for v, s in stats.items():
+            log.info("%s %s %s bs=%d %s: median %.1f ms (spread %.2f)%s", cell.protocol,
+                     cell.mode, cell.engine, cell.batch_size, v, s["median_ms"], s["spread"],
+                     " DISTURBED: " + "; ".join(s["disturbed_why"]) if s["disturbed"] else "")
+            results[v].append({"protocol": cell.protocol, "mode": cell.mode,
+                               "engine": cell.engine, "inputs": inputs,
+                               "batch_size": cell.batch_size, "num_beams": cell.num_beams,
+                               "source_tokens_mean": source_tokens_mean, **s})
 
-    sidecar = make_sidecar(
-        "benchmark", vars(args),
-        samples={"warmup_runs": args.warmup, "timed_runs": args.runs,
-                 "configurations": len(results), "distinct_sources": len(sources)},
-        wall_time_s=time.time() - start,
-        size=args.size, dataset=args.dataset, variant=args.variant,
-        device_label=args.device_label or device.type,
-        device_name=device_name(device),
-        model_source="arch" if args.arch is not None else "model",
-        inputs=inputs,
-        source_tokens=args.source_tokens,
-        dtype=args.dtype,
-        torch_threads=torch.get_num_threads(),
-        load_avg_1m_end=os.getloadavg()[0],
-        params=count_parameters(model),
-        encoder_layers=cfg.num_layers,
-        decoder_layers=cfg.num_decoder_layers,
-        results=results,
-    )
-    write_json(args.output, sidecar)
-    log.info("wrote %s", args.output)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    wall = time.time() - start
+    for v, model in models.items():
+        cfg = model.config
+        write_json(args.output_dir / f"{v}.json", make_sidecar(
+            "benchmark", vars(args),
+            samples={"warmup_runs": args.warmup, "timed_runs": args.runs,
+                     "cells": len(results[v]), "distinct_sources": len(sources)},
+            wall_time_s=wall,
+            size=args.size, dataset=args.dataset, variant=v,
+            timed_with=list(models),
+            device_label=args.device_label or device.type,
+            device_name=device_name(device),
+            model_source="arch" if args.arch is not None else "model",
+            inputs=inputs,
+            source_tokens=args.source_tokens,
+            dtype=args.dtype,
+            torch_threads=torch.get_num_threads(),
+            load_avg_1m_end=os.getloadavg()[0],
+            params=count_parameters(model),
+            encoder_layers=cfg.num_layers,
+            decoder_layers=cfg.num_decoder_layers,
+            results=results[v],
+        ))
+    log.info("wrote %d files to %s", len(models), args.output_dir)
     return 0
 
 

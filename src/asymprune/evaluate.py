@@ -5,8 +5,10 @@
         --predictions results/<preset>/eval/<size>/<dataset>/<variant>.predictions.jsonl
 
 Rows are ``{"id", "source", "target"}`` (``source`` already carries the task prefix). Decoding
-goes through ``asymprune.generation.generate`` (greedy by default), so encoder-shallower
-variants (e1d6, ...) work. Metrics follow HF ``run_summarization``: ROUGE F x 100 from
+goes through ``asymprune.engine.generate_with``: ``--engine eager`` is
+``asymprune.generation.generate`` (greedy by default; encoder-shallower variants such as e1d6
+work), ``--engine compiled`` the static-cache compiled greedy decoder, token for token the
+same. Metrics follow HF ``run_summarization``: ROUGE F x 100 from
 ``asymprune.rouge`` and ``gen_len`` = mean count of non-pad tokens in each generated
 continuation (EOS included, the decoder start token not).
 """
@@ -19,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from asymprune import rouge
+from asymprune import records, rouge
 from asymprune.artifacts import read_jsonl, write_jsonl
-from asymprune.generation import generate
+from asymprune.engine import generate_with
 from asymprune import settings
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
                                 resolve_device)
@@ -33,7 +35,8 @@ COLUMNS = ("id", "source", "target")
 # Top-level keys of the output JSON that a --tag must not overwrite.
 RESERVED = frozenset({"stage", "created", "args", "code_version", "versions", "device", "samples",
                       "wall_time_s", "metrics", "generation_time_s", "model_layers",
-                      "parameters", "generation_config", "model_sidecar"})
+                      "parameters", "generation_config", "model_sidecar", "engine",
+                      "record"})
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -93,7 +96,7 @@ def load_rows(path: Path, max_samples: int | None) -> list[dict]:
 
 def summarize(model, tokenizer, sources: list[str], *, batch_size: int, max_source_length: int,
               max_new_tokens: int, num_beams: int, device: torch.device,
-              ) -> tuple[list[str], list[int]]:
+              engine: str = "eager") -> tuple[list[str], list[int]]:
     """Predictions and generated-token counts, in the order of ``sources``.
 
     Batches are built from sources sorted by token length, longest first: padding per batch
@@ -110,8 +113,8 @@ def summarize(model, tokenizer, sources: list[str], *, batch_size: int, max_sour
         idx = order[start:start + batch_size]
         enc = tokenizer([sources[i] for i in idx], truncation=True, max_length=max_source_length,
                         padding=True, return_tensors="pt").to(device)
-        out = generate(model, enc["input_ids"], enc["attention_mask"],
-                       max_new_tokens=max_new_tokens, num_beams=num_beams)
+        out = generate_with(engine, model, enc["input_ids"], enc["attention_mask"],
+                            max_new_tokens=max_new_tokens, num_beams=num_beams)
         # out[:, 0] is the decoder start token (T5: <pad>); after EOS generate pads with <pad>.
         # run_summarization's gen_len counts tokens != pad, i.e. the continuation up to and
         # including EOS: e.g. [<pad>, 17, 42, </s>, <pad>, <pad>] -> 3.
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     predictions, gen_lens = summarize(
         model, tokenizer, [r["source"] for r in rows], batch_size=args.batch_size,
         max_source_length=args.max_source_length, max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams, device=device)
+        num_beams=args.num_beams, device=device, engine=args.engine)
     generation_time_s = time.time() - t_gen
 
     references = [r["target"] for r in rows]
@@ -153,11 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate", {**vars(args), "tag": tags}, samples={"eval": len(rows)},
         wall_time_s=time.time() - t0,
         metrics=metrics,
+        engine=args.engine,
         generation_time_s=generation_time_s,
         model_layers={"encoder": len(model.encoder.block), "decoder": len(model.decoder.block)},
         parameters=count_parameters(model),
         generation_config=model.generation_config.to_diff_dict(),
-        model_sidecar=model_sidecar,
+        model_sidecar=model_sidecar,  # provenance; the report reads `record`
+        # the typed record of how the model was made (asymprune.records): budget after the
+        # teacher, and what the NASH stage reached
+        record=records.model_record(model_sidecar, len(model.encoder.block),
+                                    len(model.decoder.block)).to_dict(),
         **tags))
     print(" ".join(f"{k}={v:.2f}" for k, v in metrics.items()) + f" (n={len(rows)})")
     return 0

@@ -1,48 +1,70 @@
-"""Tables and figures of both papers from eval and benchmark sidecars (and nothing else).
+"""Tables and figures of both papers, and which variant to pick, from eval and benchmark
+sidecars (and nothing else).
 
   python -m asymprune.report --eval results/demo/eval/*/*/*.json \\
       --bench results/demo/bench/cpu/*/*/*.json --bench-arch results/demo/bench_arch/*/*/*.json \\
-      --out-dir reports/demo
+      --out-dir reports/demo [--latency-budget-ms 50] [--quality-floor 95] [--batch-size 1]
 
 Every input JSON carries top-level labels: eval ``size``, ``dataset``, ``variant``; benchmark
-also ``device_label``; architecture-only benchmarks have no ``dataset``. Written under
---out-dir (``{x}`` are the labels found in the inputs):
+also ``device_label``; architecture-only benchmarks have no ``dataset``. Each benchmark cell
+names its protocol (paper, or nash = NASH's beam 4 / batch 32), mode (fixed / natural output
+length) and engine (eager / compiled). Speedups divide medians of cells of the same device,
+protocol, mode, engine and batch size. Written under --out-dir (``{x}`` are labels found in the
+inputs; P = {device}_{protocol}_{mode}):
 
-  tables/retention_{dataset}                    Tables 5-7: R-2 and retention R per size
-  tables/detail_{size}_{dataset}                Tables 16-24: R-1, R-2, RSL, R-L, GenL + impact
-  tables/speed_{device}_{mode}_{size}_{dataset} Tables 10, 25-33: impact, ms, std, speedup per BS
-  tables/speedup_summary_{device}_{mode}        Tables 8-9 (+ NASH Table 1): impact, R-L,
-                                                speedup at BS1 for every size/dataset
-  tables/arch_speed_{device}_{mode}             architecture-only params, ms, speedup
-  figures/fig1_quality_vs_speedup_{device}_{mode}       Figure 1 (every size x dataset)
-  figures/fig3_rouge2_vs_layers_{dataset}               Figure 3
-  figures/fig5_speedup_vs_batch_{device}_{mode}         Figure 5 (every size x dataset)
-  figures/fig5_arch_speedup_vs_batch_{device}_{mode}    Figure 5 for architecture-only runs
-  report.json                                           sidecar: inputs and files written
+  tables/retention_{dataset}                  Tables 5-7: R-2 and retention R per size
+  tables/detail_{size}_{dataset}              Tables 16-24: R-1, R-2, RSL, R-L, GenL + impact
+  tables/nash_{size}_{dataset}                NASH at equal budget: sparsities, steps and
+                                              examples, R-2 (from each eval's record)
+  tables/speed_P_{engine}_{size}_{dataset}    Tables 10, 25-33: median ms, spread, speedup per BS
+  tables/speedup_summary_P_{engine}           Tables 8-9 (+ NASH Table 1): impact, R-L, speedup
+                                              at the smallest BS for every size/dataset
+  tables/speedup_by_engine_P_{size}_{dataset} speedup vs e6d6, engines side by side
+  tables/compiled_vs_eager_P_{size}_{dataset} compiled / eager median per variant (both timed)
+  tables/arch_speed_P_{engine}                architecture-only params, median ms, speedup
+  tables/benchmark_cells                      every cell: all statistics, flags and reasons
+  tables/pareto_{size}_{dataset}              R-2 vs median latency and the Pareto front
+  tables/recommendation                       the variant the report settings pick, and why
+  figures/fig1_quality_vs_speedup_P_{engine}          Figure 1 (every size x dataset)
+  figures/fig3_rouge2_vs_layers_{dataset}             Figure 3
+  figures/fig5_speedup_vs_batch_P_{engine}            Figure 5 (every size x dataset)
+  figures/fig5_arch_speedup_vs_batch_P_{engine}       Figure 5 for architecture-only runs
+  figures/pareto_{size}_{dataset}                     the front, the recommended variant
+  disturbed_benchmarks.txt                    benchmark JSONs with a disturbed cell, to rerun
+  report.json                                 sidecar: inputs, settings and files written
 
-Tables are .csv and .md, figures .png and .pdf. Metrics are printed as the eval stage stored
-them. Files of these names left by an earlier run are removed first, so the folder shows only
-this run's tables.
+Tables are .csv, .md and .html, figures .png and .pdf. A cell the benchmark flagged as
+disturbed has a `disturbed` column in CSV and a † in Markdown/HTML (explained below the table),
+and so does its speedup and every speedup divided by a disturbed e6d6 cell; figures leave
+those cells out and say how many. Metrics are printed as the eval stage stored them. Files of
+these names left by an earlier run are removed first, so the folder shows only this run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import logging
 import math
 import numbers
+import shlex
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from asymprune import settings
 from asymprune import tables as T
 from asymprune.provenance import make_sidecar, read_json, write_json
 
 log = logging.getLogger("asymprune.report")
 
-TABLE_PREFIXES = ("retention_", "detail_", "nash_", "speed_", "speedup_summary_", "arch_speed_")
-FIGURE_PREFIXES = ("fig1_", "fig3_", "fig5_")
+TABLE_PREFIXES = ("retention_", "detail_", "nash_", "speed_", "speedup_summary_",
+                  "speedup_by_engine_", "compiled_vs_eager_", "arch_speed_", "benchmark_cells",
+                  "pareto_", "recommendation")
+TABLE_SUFFIXES = (".csv", ".md", ".html")
+FIGURE_PREFIXES = ("fig1_", "fig3_", "fig5_", "pareto_")
+DISTURBED_LIST = "disturbed_benchmarks.txt"
 
 GROUP_STYLE = {  # colormap, marker and legend label of each kind of variant
     "baseline": ("Greys", "*", "unpruned (e6d6)"),
@@ -51,6 +73,7 @@ GROUP_STYLE = {  # colormap, marker and legend label of each kind of variant
     "both": ("Greens", "^", "encoder + decoder"),
     "other": ("Greys", "D", "other e/d"),
     "nash": ("Purples", "P", "NASH"),
+    "budget": ("Reds", "X", "depth variant at NASH's budget"),
 }
 
 
@@ -67,7 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="report folder, e.g. reports/demo (tables/ and figures/ inside)")
     p.add_argument("--baseline", default="e6d6",
                    help="variant every impact, retention and speedup is relative to")
+    p.add_argument("--configfile", action="append", default=[],
+                   help="the workflow's config file(s), for the printed command that reruns "
+                        "disturbed benchmarks (the workflow passes them; repeat)")
+    settings.add_arguments(p, settings.Report)
     args = p.parse_args(argv)
+    settings.resolve(settings.Report, args, p)
     if not args.eval and not args.bench_arch:
         p.error("nothing to report: give --eval files and/or --bench-arch files")
     if args.bench and not args.eval:
@@ -92,19 +120,52 @@ def _cell(value) -> str:
     return str(value)
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    """Two decimals for floats, grouped integers, blank for a cell with no value; the first
-    (label) column left-aligned, numbers right-aligned."""
+def render(df: pd.DataFrame) -> pd.DataFrame:
+    """The table's cells as text: two decimals for floats, grouped integers, blank for a cell
+    with no value, and a † after a number its mark column (``df.attrs["marks"]``) flags; the
+    mark columns themselves are left out (the † says it)."""
+    marks = df.attrs.get("marks", {})
     cells = df.astype(object).map(_cell)
-    align = ("left",) + ("right",) * (len(df.columns) - 1)
-    return cells.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
+    for column, flag in marks.items():
+        flagged = df[flag].fillna(False).astype(bool)
+        cells.loc[flagged, column] = cells.loc[flagged, column] + T.DAGGER
+    return cells.drop(columns=list(marks.values()))
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """The rendered table (first, label column left-aligned, numbers right-aligned), with its
+    title above and its notes (what † means, each disturbed cell's reasons) below."""
+    cells = render(df)
+    align = ("left",) + ("right",) * (len(cells.columns) - 1)
+    body = cells.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
+    title = df.attrs.get("title")
+    notes = df.attrs.get("notes", [])
+    return ((f"**{title}**\n\n" if title else "") + body
+            + "".join(f"\n{note}\n" for note in notes))
+
+
+def to_html(df: pd.DataFrame, name: str) -> str:
+    """A standalone page of the rendered table (what the Snakemake report shows inline)."""
+    cells = render(df)
+    title = df.attrs.get("title")
+    notes = df.attrs.get("notes", [])
+    parts = [f"<h3>{html.escape(title)}</h3>"] if title else []
+    parts.append(cells.to_html(index=False, border=0))
+    parts += [f"<p>{html.escape(note)}</p>" for note in notes]
+    style = ("body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse} "
+             "th,td{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd} "
+             "th:first-child,td:first-child{text-align:left}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(name)}"
+            f"</title><style>{style}</style></head><body>\n" + "\n".join(parts)
+            + "\n</body></html>\n")
 
 
 def write_table(df: pd.DataFrame, tables_dir: Path, name: str, written: list[Path]) -> None:
-    csv, md = tables_dir / f"{name}.csv", tables_dir / f"{name}.md"
+    csv, md, page = (tables_dir / f"{name}.{ext}" for ext in ("csv", "md", "html"))
     df.to_csv(csv, index=False, float_format="%.6f")
     md.write_text(to_markdown(df))
-    written += [csv, md]
+    page.write_text(to_html(df, name))
+    written += [csv, md, page]
 
 
 def save_figure(fig, figures_dir: Path, name: str, written: list[Path]) -> None:
@@ -209,8 +270,21 @@ def place_labels(ax, points: list[tuple[float, float, str]], fontsize: float = 7
                     ha="right" if dx < 0 else "left", va="bottom", arrowprops=leader)
 
 
-def figure1(sp: pd.DataFrame, device: str, mode: str, baseline: str):
-    """Quality loss (R-2 impact %) vs speedup at the smallest batch size, per size x dataset."""
+def plotted_points(cells: pd.DataFrame, flag: str = "speedup disturbed"
+                   ) -> tuple[pd.DataFrame, int]:
+    """The cells a figure may draw and how many it must leave out: a figure never plots a
+    cell whose ``flag`` is set (``speedup disturbed`` for speedups, ``disturbed`` for
+    latencies)."""
+    out = cells[flag].astype(bool)
+    return cells[~out], int(out.sum())
+
+
+def left_out_text(n: int) -> str:
+    return f"{n} disturbed cell{'' if n == 1 else 's'} left out"
+
+
+def figure1(sp: pd.DataFrame, title: str, batch_size: int, baseline: str):
+    """Quality loss (R-2 impact %) vs speedup at one batch size, per size x dataset."""
     plt = _pyplot()
     sizes, datasets = T.sort_sizes(sp["size"]), sorted(sp["dataset"].unique())
     fig, axes = _grid(plt, len(sizes), len(datasets), panel_height=4.4)  # tall: 17 labels
@@ -222,8 +296,6 @@ def figure1(sp: pd.DataFrame, device: str, mode: str, baseline: str):
             if d.empty:
                 ax.set_axis_off()
                 continue
-            bs = int(d["batch_size"].min())
-            d = d[d["batch_size"] == bs]
             ax.axhline(0, color="0.7", linewidth=0.8, zorder=0)
             ax.axvline(1, color="0.7", linewidth=0.8, zorder=0)
             points = []
@@ -237,10 +309,10 @@ def figure1(sp: pd.DataFrame, device: str, mode: str, baseline: str):
             ax.margins(x=0.12, y=0.1)  # room for the labels of the outermost points
             place_labels(ax, points)
             ax.set_title(f"{size} / {dataset}")
-            ax.set_xlabel(f"speedup vs {baseline} (batch size {bs})")
+            ax.set_xlabel(f"speedup vs {baseline} (batch size {batch_size})")
             ax.set_ylabel("R-2 change vs baseline (%)")
             ax.grid(alpha=0.3)
-    fig.suptitle(f"Quality vs speedup ({mode} output length, {device})")
+    fig.suptitle(title)
     _group_legend(fig, list(sp["group"].unique()))
     return fig
 
@@ -273,7 +345,8 @@ def figure3(ev: pd.DataFrame, dataset: str, baseline: str):
 
 def figure5(sp: pd.DataFrame, title: str, panels: list[tuple[str, str | None]], baseline: str):
     """Speedup vs batch size, one line per variant, one panel per (size, dataset): rows are
-    sizes and columns datasets; without datasets (architecture-only) the sizes sit in a row."""
+    sizes and columns datasets; without datasets (architecture-only) the sizes sit in a row.
+    ``panels`` come from all cells, so a panel whose cells were all left out stays, empty."""
     plt = _pyplot()
     datasets = sorted({p[1] for p in panels}, key=lambda x: "" if x is None else x)
     sizes = T.sort_sizes(p[0] for p in panels)
@@ -317,10 +390,94 @@ def figure5(sp: pd.DataFrame, title: str, panels: list[tuple[str, str | None]], 
     return fig
 
 
+def pareto_figure(table: pd.DataFrame, title: str, recommended: dict[tuple[str, str], str | None],
+                  budget_ms: float | None, floor_r2: float | None, baseline: str):
+    """R-2 vs median latency, one panel per device and engine: every undisturbed variant, the
+    Pareto front as a staircase (at a latency between two front points the best R-2 one can
+    have is the faster point's), the recommended variant ringed, the budget and the floor
+    (in R-2: floor % x the baseline's R-2) as lines."""
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    points, n_out = plotted_points(table, "disturbed")
+    engines = T.sort_engines(table["engine"])
+    panels = sorted(table[["device", "engine"]].drop_duplicates().itertuples(index=False),
+                    key=lambda p: (p[0], engines.index(p[1])))
+    fig, axes = _grid(plt, 1, len(panels), panel_height=4.4)
+    colors = variant_colors(list(table["variant"]), baseline)
+    for ax, (device, engine) in zip(axes[0], panels):
+        d = points[(points["device"] == device) & (points["engine"] == engine)]
+        if d.empty:
+            ax.set_axis_off()
+            continue
+        labels = []
+        for row in d.to_dict("records"):
+            group = T.variant_group(row["variant"], baseline)
+            xy = (row["median ms"], row["R-2"])
+            ax.scatter(*xy, color=colors[row["variant"]], marker=GROUP_STYLE[group][1],
+                       s=60 if row["on_front"] else 30, zorder=3,
+                       edgecolor="black", linewidth=1.2 if row["on_front"] else 0.3)
+            labels.append((*xy, row["variant"]))
+        front = d[d["on_front"]].sort_values("median ms")
+        ax.plot(front["median ms"], front["R-2"], drawstyle="steps-post", color="crimson",
+                linewidth=1.2, zorder=2)
+        extra = [Line2D([], [], color="crimson", linewidth=1.2, label="Pareto front")]
+        chosen = recommended.get((device, engine))
+        if chosen is not None:
+            r = d[d["variant"] == chosen].iloc[0]
+            ax.scatter(r["median ms"], r["R-2"], s=320, facecolors="none", edgecolors="red",
+                       linewidths=2, zorder=4)
+            extra.append(Line2D([], [], linestyle="", marker="o", markersize=12,
+                                markerfacecolor="none", markeredgecolor="red",
+                                label=f"recommended: {chosen}"))
+        if budget_ms is not None:
+            ax.axvline(budget_ms, color="0.4", linestyle=":", linewidth=1)
+            extra.append(Line2D([], [], color="0.4", linestyle=":",
+                                label=f"latency budget {budget_ms:g} ms"))
+        if floor_r2 is not None and math.isfinite(floor_r2):
+            ax.axhline(floor_r2, color="0.4", linestyle="--", linewidth=1)
+            extra.append(Line2D([], [], color="0.4", linestyle="--",
+                                label=f"quality floor (R-2 {floor_r2:.2f})"))
+        ax.margins(x=0.12, y=0.1)
+        place_labels(ax, labels)
+        ax.legend(handles=extra, fontsize=7, loc="lower right")
+        ax.set_title(f"{device} / {engine} engine")
+        ax.set_xlabel("median latency (ms)")
+        ax.set_ylabel("ROUGE-2")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}\n{left_out_text(n_out)}")
+    _group_legend(fig, [T.variant_group(v, baseline) for v in points["variant"]])
+    return fig
+
+
 # ----------------------------------------------------------------------------- main
 
 def _load(files: list[Path]) -> list[T.Record]:
     return [(str(f), read_json(f)) for f in files]
+
+
+def disturbed_files(frames: list[pd.DataFrame]) -> list[str]:
+    """The benchmark JSON files (as given on the command line) with a disturbed cell."""
+    return sorted({f for frame in frames for f in frame.loc[frame["disturbed"], "file"]})
+
+
+def rerun_command(list_file: Path, files: list[str], configfiles: list[str]) -> str:
+    """One command, run where the workflow ran, that reruns the listed benchmark jobs and,
+    downstream, this report (``--forcerun`` takes output files; a benchmark job writes every
+    variant of its size/dataset, so all of them are timed again, interleaved). Without
+    config files the workflow's default config.yaml applies. `$(cat ...)` splits on
+    whitespace, so a list whose paths have spaces (results_dir "my results") is fed through
+    xargs, one line per argument, instead."""
+    listed = shlex.quote(str(list_file))
+    command = shlex.join(["snakemake", *(a for f in configfiles for a in ("--configfile", f)),
+                          "--cores", "all", "--forcerun"])
+    if any(any(c.isspace() for c in f) for f in files):
+        return f"xargs -d '\\n' -a {listed} {command}"
+    return f"{command} $(cat {listed})"
+
+
+def _named(prefix: str, key: tuple) -> str:
+    return prefix + "_".join(key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     base = args.baseline
     T.variant_key(base)
+    budget, floor, batch_size = args.latency_budget_ms, args.quality_floor, args.batch_size
 
     eval_records = _load(args.eval)
     ev = T.eval_frame(eval_records) if args.eval else None
@@ -337,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # All the math first: a missing baseline fails before any file is touched.
     tabs: dict[str, pd.DataFrame] = {}
-    sp = arch_sp = None
+    sp = arch_sp = recommendation = None
+    paretos: dict[tuple[str, str], pd.DataFrame] = {}
     if ev is not None:
         for dataset, t in T.retention_tables(ev, base).items():
             tabs[f"retention_{dataset}"] = t
@@ -347,49 +506,119 @@ def main(argv: list[str] | None = None) -> int:
             tabs[f"nash_{size}_{dataset}"] = t
     if bench is not None:
         sp = T.speed_frame(ev, bench, base)
-        for (device, mode, size, dataset), t in T.speed_tables(sp).items():
-            tabs[f"speed_{device}_{mode}_{size}_{dataset}"] = t
-        for (device, mode), t in T.summary_tables(sp).items():
-            tabs[f"speedup_summary_{device}_{mode}"] = t
+        for key, t in T.speed_tables(sp, base).items():
+            tabs[_named("speed_", key)] = t
+        for key, t in T.summary_tables(sp, base).items():
+            tabs[_named("speedup_summary_", key)] = t
+        for key, t in T.engine_tables(sp, base).items():
+            tabs[_named("speedup_by_engine_", key)] = t
+        for key, t in T.engine_ratio_tables(sp, base).items():
+            tabs[_named("compiled_vs_eager_", key)] = t
+        paretos = T.pareto_tables(sp, ev, batch_size, base)
+        for (size, dataset), t in paretos.items():
+            tabs[f"pareto_{size}_{dataset}"] = t
+        recommendation = T.recommendation_table(paretos, budget, floor, batch_size, base)
+        tabs["recommendation"] = recommendation
+    elif budget is not None or floor is not None:
+        log.warning("report.latency_budget_ms / report.quality_floor are set but there are no "
+                    "--bench files (benchmark.enabled false?): no recommendation")
     if arch is not None:
         arch_sp = T.arch_frame(arch, base)
-        for (device, mode), t in T.arch_tables(arch_sp).items():
-            tabs[f"arch_speed_{device}_{mode}"] = t
+        for key, t in T.arch_tables(arch_sp, base).items():
+            tabs[_named("arch_speed_", key)] = t
+    cell_frames = [f for f in (sp, arch_sp) if f is not None]
+    if cell_frames:
+        tabs["benchmark_cells"] = T.cells_table(cell_frames, base)
+    disturbed = disturbed_files(cell_frames)
+    disturbed_list = args.out_dir / DISTURBED_LIST
+    rerun = rerun_command(disturbed_list, disturbed, args.configfile) if disturbed else None
+    if rerun is not None:
+        tabs["benchmark_cells"].attrs["notes"].append(
+            f"{len(disturbed)} benchmark files have disturbed cells; rerun them (and this "
+            f"report) with: {rerun}")
 
     tables_dir, figures_dir = args.out_dir / "tables", args.out_dir / "figures"
     tables_dir.mkdir(parents=True, exist_ok=True)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    clear_stale(tables_dir, TABLE_PREFIXES, (".csv", ".md"))
+    clear_stale(tables_dir, TABLE_PREFIXES, TABLE_SUFFIXES)
     clear_stale(figures_dir, FIGURE_PREFIXES, (".png", ".pdf"))
     written: list[Path] = []
     for name, t in tabs.items():
         write_table(t, tables_dir, name, written)
+
+    def draw(name: str, n_out: int, points: pd.DataFrame, make) -> None:
+        if points.empty:
+            log.warning("figure %s not drawn: all of its %d cells are disturbed", name, n_out)
+            return
+        save_figure(make(), figures_dir, name, written)
 
     if ev is not None:
         for dataset in sorted(ev["dataset"].unique()):
             save_figure(figure3(ev, dataset, base), figures_dir, f"fig3_rouge2_vs_layers_{dataset}",
                         written)
     if sp is not None:
-        for (device, mode), g in sp.groupby(["device", "mode"], sort=True):
-            save_figure(figure1(g, device, mode, base), figures_dir,
-                        f"fig1_quality_vs_speedup_{device}_{mode}", written)
+        for key, g in sp.groupby(["device", "protocol", "mode", "engine"], sort=True):
+            device, protocol, mode, engine = key
+            what = f"{T.protocol_label(protocol, g)}; {mode} output length; {engine} engine; {device}"
+            bs = int(g["batch_size"].min())
+            points, n_out = plotted_points(g[g["batch_size"] == bs])
+            draw(_named("fig1_quality_vs_speedup_", key), n_out, points,
+                 lambda: figure1(points, f"Quality vs speedup\n({what})\n{left_out_text(n_out)}",
+                                 bs, base))
+            if g["batch_size"].nunique() < 2:
+                log.info("no speedup-vs-batch figure for %s: one batch size", "/".join(key))
+                continue
+            points5, n_out5 = plotted_points(g)
             panels = list(g[["size", "dataset"]].drop_duplicates().itertuples(index=False))
-            save_figure(figure5(g, f"Speedup vs batch size\n({mode} output length, {device})",
-                                panels, base),
-                        figures_dir, f"fig5_speedup_vs_batch_{device}_{mode}", written)
+            draw(_named("fig5_speedup_vs_batch_", key), n_out5, points5,
+                 lambda: figure5(points5, f"Speedup vs batch size\n({what})\n"
+                                          f"{left_out_text(n_out5)}", panels, base))
     if arch_sp is not None:
-        for (device, mode), g in arch_sp.groupby(["device", "mode"], sort=True):
+        for key, g in arch_sp.groupby(["device", "protocol", "mode", "engine"], sort=True):
+            device, protocol, mode, engine = key
+            if g["batch_size"].nunique() < 2:
+                log.info("no architecture-only speedup-vs-batch figure for %s: one batch size",
+                         "/".join(key))
+                continue
+            points, n_out = plotted_points(g)
             panels = [(s, None) for s in T.sort_sizes(g["size"])]
-            save_figure(figure5(g, f"Architecture-only speedup vs batch size\n({mode} output "
-                                   f"length, random weights, {device})", panels, base),
-                        figures_dir, f"fig5_arch_speedup_vs_batch_{device}_{mode}", written)
+            title = (f"Architecture-only speedup vs batch size\n({T.protocol_label(protocol, g)}; "
+                     f"{mode} output length; {engine} engine; random weights; {device})\n"
+                     f"{left_out_text(n_out)}")
+            draw(_named("fig5_arch_speedup_vs_batch_", key), n_out, points,
+                 lambda: figure5(points, title, panels, base))
+    for (size, dataset), t in paretos.items():
+        rec = recommendation[(recommendation["size"] == size)
+                             & (recommendation["dataset"] == dataset)]
+        chosen = {(r["device"], r["engine"]): r["variant"] for r in rec.to_dict("records")}
+        base_r2 = ev[(ev["size"] == size) & (ev["dataset"] == dataset)
+                     & (ev["variant"] == base)]["rouge2"].iloc[0]
+        # the floor is a retention in % of the baseline's R-2: 95 % of 20.0 -> R-2 19.0
+        floor_r2 = None if floor is None else floor * base_r2 / 100
+        save_figure(pareto_figure(t, t.attrs["title"], chosen, budget, floor_r2, base),
+                    figures_dir, f"pareto_{size}_{dataset}", written)
+
+    disturbed_list.write_text("".join(f"{f}\n" for f in disturbed))
+    if disturbed:
+        log.warning("%d benchmark files have disturbed cells (listed in %s); rerun them with:\n"
+                    "  %s", len(disturbed), disturbed_list, rerun)
+    elif cell_frames:
+        log.info("no disturbed benchmark cell")
+    if recommendation is not None:
+        for r in recommendation.to_dict("records"):
+            log.info("recommendation for %s/%s on %s, %s engine: %s (%s)", r["size"],
+                     r["dataset"], r["device"], r["engine"], r["variant"] or "none", r["reason"])
 
     rel = sorted(str(p.relative_to(args.out_dir)) for p in written)
     sidecar = make_sidecar(
         "report", vars(args),
         samples={"eval_files": len(args.eval), "bench_files": len(args.bench),
                  "bench_arch_files": len(args.bench_arch)},
-        wall_time_s=time.time() - start, files=rel)
+        wall_time_s=time.time() - start, files=rel, disturbed_benchmarks=disturbed,
+        rerun_disturbed_command=rerun,
+        recommendation=([] if recommendation is None
+                        else recommendation.astype(object).where(recommendation.notna(), None)
+                        .to_dict("records")))
     write_json(args.out_dir / "report.json", sidecar)
     log.info("wrote %d tables and figures under %s", len(rel), args.out_dir)
     return 0

@@ -33,6 +33,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
 KL_DIRECTIONS = ("teacher_student", "student_teacher")
 BENCH_MODES = ("fixed", "natural")
+ENGINES = ("eager", "compiled")
+BENCH_INPUTS = ("real", "repeated")
 FLAN_SIZES = ("small", "base", "large")
 DATA_KINDS = ("hub", "local", "generated")
 DATA_FORMATS = ("jsonl", "json", "csv", "parquet")
@@ -94,35 +96,68 @@ class Training:
         return []
 
 
+PREDICTION_LOSSES = ("kl", "ce")
+
+
 @dataclass(frozen=True, kw_only=True)
 class NashTrain:
-    """NASH pruning-aware training with distillation. Defaults: NASH Table 8 (XSum, CNN/DM)."""
+    """NASH pruning-aware training with distillation. Defaults: NASH Table 8 (XSum, CNN/DM)
+    where it says, else the authors' released code (run_NASH.sh, L0Module, NashTrainer)."""
 
     epochs: float = setting(3.0, "training epochs (Table 8: 3 for XSum and CNN/DM)", gt=0)
     max_steps: int = setting(-1, "optimizer steps; > 0 overrides epochs")
-    batch_size: int = setting(4, "examples per micro-batch (Table 8: 4)", ge=1)
-    grad_accum: int = setting(1, "micro-batches per optimizer step", ge=1)
+    effective_batch_size: int = setting(
+        4, "examples per optimizer step = per_device_batch_size x accumulation x GPUs "
+           "(Table 8: 4)", ge=1)
+    per_device_batch_size: int = setting(4, "examples per forward pass on one device", ge=1)
     learning_rate: float = setting(3.0e-5, "weights, AdamW (Table 8)", gt=0)
+    lr_scheduler: str = setting(
+        "linear", "schedule of the weights' learning rate (released code: linear to 0; the "
+                  "gates and the multipliers keep theirs)", choices=SCHEDULERS)
+    warmup_steps: int = setting(0, "linear learning-rate warm-up steps of the weights", ge=0)
     weight_decay: float = setting(0.0, "weights only", ge=0)
     max_grad_norm: float = setting(1.0, "clip the weights' gradient norm (0 = off)", ge=0)
+    freeze_embeddings: bool = setting(
+        True, "keep the shared token embedding fixed (released run_NASH.sh: "
+              "--freeze_embeddings; a tied lm_head is the same tensor)")
     reg_learning_rate: float = setting(
         0.01, "Lagrange multipliers, gradient ascent (Table 8: 0.01)", gt=0)
     gate_learning_rate: Optional[float] = setting(
-        None, "gate log_alpha, AdamW (null = reg_learning_rate, as CoFi)", gt=0)
-    gate_init_droprate: float = setting(
-        0.5, "initial log_alpha = log(1-p) - log(p) (Louizos et al.; 0.5 -> 0)", gt=0, lt=1)
+        None, "gate log_alpha, AdamW (null = reg_learning_rate, as the released code)", gt=0)
+    head_gate_init_log_alpha: float = setting(
+        10.0, "initial log_alpha of every head gate (released L0Module: 10, keep probability "
+              "0.99999: heads start on)")
+    ffn_gate_init_droprate: float = setting(
+        0.5, "initial log_alpha of every FFN-unit gate = log(1-p) - log(p) (released "
+             "L0Module: droprate_init 0.5 -> 0, keep probability 0.832)", gt=0, lt=1)
+    gate_temperature: float = setting(
+        2 / 3, "beta of the hard-concrete gates (Louizos et al. and the released code: 2/3; "
+               "NASH appendix B writes the beta = 1 case)", gt=0)
+    log_alpha_limit: float = setting(
+        4.605170185988092, "log_alpha is clamped to [-this, this] after every gate update "
+                           "(released L0Module: ln 100 = 4.605, keep probability 0.047..0.998)",
+        gt=0)
     sparsity_warmup_fraction: float = setting(
-        0.6667, "share of the steps over which the target rises linearly from 0 "
-                "(Table 8: reached after 2 of 3 epochs)", ge=0, le=1)
+        0.3333, "share of the steps over which the target rises linearly from 0 (released "
+                "run_NASH.sh, XSum and CNN/DM: 1 of 3 epochs; Table 8 says 2)", ge=0, le=1)
     sparsity_tolerance: float = setting(
         0.005, "l0: the deterministic mask is adjusted until |reached - target| <= this",
         gt=0, lt=0.01)
+    gate_miss_tolerance: float = setting(
+        0.02, "l0: the sidecar's gates_missed_target is true when the gates' own expected "
+              "sparsity ends further than this from the target", gt=0, lt=1)
+    prediction_loss: str = setting(
+        "kl", "L_pred: kl = KL to the teacher (paper section 4.3); ce = the student's "
+              "cross-entropy on the labels (what the released trainer's training_step "
+              "optimises: its KL code is never called)", choices=PREDICTION_LOSSES)
     distill_enc: float = setting(0.001, "lambda_enc, encoder hidden-state MSE (Table 8)", ge=0)
     distill_dec: float = setting(0.001, "lambda_dec, decoder hidden-state MSE (Table 8)", ge=0)
-    kl_temperature: float = setting(1.0, "temperature of the KL distillation", gt=0)
+    kl_temperature: float = setting(
+        2.0, "temperature T of the KL distillation, times T^2 (released run_NASH.sh: "
+             "distill_temp=2)", gt=0)
     kl_direction: str = setting(
-        "teacher_student", "KL(teacher||student), the usual distillation; or the paper's "
-        "literal KLD(f||g)", choices=KL_DIRECTIONS)
+        "teacher_student", "KL(teacher||student), the usual distillation and the released "
+        "code's; or the paper's literal KLD(f||g), f the student", choices=KL_DIRECTIONS)
     max_source_length: int = setting(512, "source tokens kept (Table 8: 512)", ge=8)
     max_target_length: int = setting(128, "target tokens kept (Table 8: 128)", ge=4)
     max_train_samples: Optional[int] = setting(None, "first N training examples (null = all)",
@@ -135,7 +170,28 @@ class NashTrain:
     logging_steps: int = setting(50, "log interval in optimizer steps", ge=1)
 
     def problems(self) -> list[tuple[str, str]]:
+        if self.effective_batch_size % self.per_device_batch_size:
+            return [("effective_batch_size",
+                     f"{self.effective_batch_size} is not a multiple of "
+                     f"@per_device_batch_size {self.per_device_batch_size} "
+                     f"(effective = per-device x accumulation x GPUs)")]
         return []
+
+
+def nash_finetune_defaults() -> dict[str, Any]:
+    """What NASH's final fine-tune takes from the pruning stage instead of from ``finetune``.
+
+    NASH Table 8 (XSum, CNN/DM) fine-tunes the pruned model for 3 epochs with the
+    hyperparameters it prunes with (AdamW 3e-5, 4 examples per update, 512 / 128 tokens), not
+    with Campos & Zhai's (1e-4, batch 64, 1024 / 256): these are NashTrain's defaults, read
+    from it so each value is written once. The workflow layers them as
+    ``finetune`` < these < ``nash.finetune``: everything else (precision, seed, checkpoint
+    interval) is ``finetune``'s, and ``nash.finetune`` overrides any of them.
+    """
+    base = NashTrain()
+    return {name: getattr(base, name) for name in
+            ("epochs", "learning_rate", "lr_scheduler", "effective_batch_size",
+             "per_device_batch_size", "max_source_length", "max_target_length")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,8 +205,13 @@ class Evaluate:
     max_new_tokens: int = setting(256, "generation length limit", ge=1)
     num_beams: int = setting(1, "1 = greedy, as the latency benchmark", ge=1)
     dtype: str = setting("fp32", "inference dtype", choices=PRECISIONS)
+    engine: str = setting("eager", "generation engine: eager (transformers generate, dynamic "
+                                   "cache) or compiled (static cache + torch.compile; greedy "
+                                   "only, token-identical)", choices=ENGINES)
 
     def problems(self) -> list[tuple[str, str]]:
+        if self.engine == "compiled" and self.num_beams != 1:
+            return [("engine", "compiled supports greedy decoding only; set @num_beams to 1")]
         return []
 
 
@@ -171,9 +232,40 @@ class Benchmark:
     runs: int = setting(7, "timed runs (a standard deviation needs 2)", ge=2)
     modes: list[str] = setting(["fixed", "natural"], "fixed and/or natural length",
                                choices=BENCH_MODES)
+    engines: list[str] = setting(["eager", "compiled"], "generation engines timed (compiled: "
+                                 "static KV cache + torch.compile, CUDA graphs on a GPU)",
+                                 choices=ENGINES)
+    inputs: str = setting("real", "real: test documents truncated to source_tokens, padded to "
+                                  "the longest in the batch (the paper's protocol); repeated: "
+                                  "each document repeated to exactly source_tokens",
+                          choices=BENCH_INPUTS)
+    nash_protocol: bool = setting(True, "also time NASH's own setting (beam search 4, batch "
+                                        "32, natural length), labelled 'nash'")
+    max_spread: float = setting(0.25, "a cell whose (max - min) / median of the timed runs "
+                                      "exceeds this is flagged as disturbed", gt=0)
+    max_foreign_load: float = setting(0.10, "a cell during whose timed runs other processes "
+                                            "used more than this share of the machine's CPU "
+                                            "time is flagged as disturbed", gt=0, le=1)
     arch_only: list[str] = setting(
         [], "FLAN-T5 architectures to benchmark with random weights (all 16 variants, no "
             "training)", choices=FLAN_SIZES, stage=False)
+
+    def problems(self) -> list[tuple[str, str]]:
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """Tables, figures and the recommended variant."""
+
+    latency_budget_ms: Optional[float] = setting(
+        None, "recommend the best-quality variant whose latency is within this budget "
+              "(at batch_size, fixed mode, per engine)", gt=0)
+    quality_floor: Optional[float] = setting(
+        None, "recommend the fastest variant that keeps at least this R-2 retention (% of "
+              "the teacher's R-2)", gt=0)
+    batch_size: int = setting(1, "batch size the recommendation and the Pareto front use",
+                              ge=1)
 
     def problems(self) -> list[tuple[str, str]]:
         return []

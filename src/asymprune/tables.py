@@ -3,8 +3,11 @@
 Definitions (as in Campos & Zhai):
   retention R  = 100 * R-2(variant) / R-2(baseline)                  (Tables 5-7)
   impact       = 100 * (metric(variant) / metric(baseline) - 1)      (Tables 8-10, 16-24)
-  speedup      = mean latency(baseline) / mean latency(variant)       (same device, mode, batch)
+  speedup      = median latency(baseline) / median latency(variant)   (same device, protocol,
+                                                                     mode, engine, batch size)
 e.g. R-2 28.90 vs 29.03: R = 99.55 %, impact = -0.45 %; 524 ms vs 293 ms: speedup 1.79.
+The paper divides means; we divide medians (see _with_speedups). A benchmark cell the benchmark
+flagged as disturbed is marked wherever it is shown, and so is every speedup divided by it.
 
 The baseline is the unpruned teacher (``e6d6``) of the same size and dataset; a table that
 needs it and does not find it raises, naming what is missing.
@@ -20,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from asymprune import variants
+from asymprune import records, variants
 
 # Eval JSON "metrics" key -> column label of the paper's tables, in the paper's column order.
 METRICS: dict[str, str] = {"rouge1": "R-1", "rouge2": "R-2", "rougeLsum": "RSL",
@@ -28,7 +31,21 @@ METRICS: dict[str, str] = {"rouge1": "R-1", "rouge2": "R-2", "rougeLsum": "RSL",
 SIZE_ORDER = ("small", "base", "large")
 GROUPS = variants.GROUPS
 NAME_RE = re.compile(r"^[A-Za-z0-9._+-]+$")  # labels end up in file names
-BENCH_RESULT_KEYS = ("mode", "batch_size", "mean_ms", "std_ms", "median_ms", "new_tokens_mean")
+# Labels of a benchmark cell (each also a part of file names) and its numbers; with the batch
+# size and the labels of its JSON they identify it.
+CELL_LABELS = ("protocol", "mode", "engine", "inputs")
+CELL_NUMBERS = ("mean_ms", "std_ms", "median_ms", "min_ms", "max_ms", "spread", "foreign_load",
+                "new_tokens_mean")
+# null in a cell where it could not be measured (no /proc, or timed runs too short to tell
+# 10 % of load from tick rounding): NaN in the frame, blank in the tables
+NULLABLE_NUMBERS = frozenset({"foreign_load"})
+BENCH_CELL_KEYS = (*CELL_LABELS, "batch_size", "num_beams", *CELL_NUMBERS, "disturbed",
+                   "disturbed_why")
+# A speedup divides two cells of the same key (one inputs kind per protocol, see bench_frame).
+SPEED_KEY = ["device", "protocol", "mode", "engine", "size", "dataset", "batch_size"]
+PAPER_PROTOCOL = "paper"  # Campos & Zhai's protocol; "nash" is NASH's (beam 4, batch 32)
+ENGINE_ORDER = ("eager", "compiled")
+DAGGER = "†"  # the mark of a disturbed cell in Markdown / HTML tables
 
 Record = tuple[str, dict[str, Any]]  # (file it came from, parsed JSON)
 
@@ -104,48 +121,120 @@ def eval_frame(records: list[Record]) -> pd.DataFrame:
     return _finish(pd.DataFrame(rows, columns=["size", "dataset", "variant", "file", *METRICS]))
 
 
-def nash_tables(records: list[Record], ev: pd.DataFrame,
-                baseline: str = "e6d6") -> dict[tuple[str, str], pd.DataFrame]:
-    """NASH per size x dataset: target vs reached encoder sparsity, R-2 and its impact.
+KIND_LABELS = {"nash": "NASH", "kd": "equal budget, distilled (kd)",
+               "ce": "equal budget, cross-entropy (ce)", "depth": "re-fine-tuned"}
 
-    The eval sidecar embeds the final model's sidecar (``model_sidecar``, from the final
-    fine-tune), whose ``parent`` is the NASH stage's sidecar: the sparsity figures come from
-    there, as the NASH stage measured them on the physically pruned encoder.
+
+def _record(path: str, obj: dict) -> records.ModelRecord:
+    return records.ModelRecord.from_dict(f"{path}: record", obj.get("record"))
+
+
+def _pct(x: float | None) -> float:
+    return math.nan if x is None else 100 * x
+
+
+def nash_tables(eval_records: list[Record], ev: pd.DataFrame,
+                baseline: str = "e6d6") -> dict[tuple[str, str], pd.DataFrame]:
+    """NASH per size x dataset, compared at equal budget, from the evaluate stage's typed
+    records (``asymprune.records``).
+
+    For each decoder depth (in blocks) that a NASH variant has: the NASH variants, then the
+    equal-budget baselines of that decoder depth (e{E}d{D}-kd / -ce: the NASH stage's steps
+    without gates, then the same final fine-tune), then the re-fine-tuned depth variants of
+    that depth (their own, smaller budget). Columns: the NASH stage's sparsities (the gates'
+    own expected sparsity, the rounded per-layer masks before the global adjustment, how many
+    units the adjustment moved, the reached sparsity of the pruned encoder), the budget after
+    the teacher (optimizer steps and examples) and R-2. A NASH run whose gates ended further
+    from the target than its tolerance is marked †.
     """
-    rows = []
-    for path, obj in records:
+    rows, teacher_encoder = [], {}
+    for path, obj in eval_records:
         variant = obj.get("variant", "")
-        if variants.group(variant, baseline) != "nash":
+        group = variants.group(variant, baseline)
+        rec = _record(path, obj)
+        if group == "baseline":
+            teacher_encoder[obj["size"], obj["dataset"]] = rec.encoder_layers
             continue
-        nash = (obj.get("model_sidecar") or {}).get("parent") or {}
-        if nash.get("stage") != "nash":
-            raise ValueError(f"{path}: NASH variant {variant} without the NASH stage's sidecar "
-                             f"under model_sidecar.parent")
+        if group == "nash" and (rec.nash is None or rec.nash.variant != variant):
+            raise ValueError(f"{path}: NASH variant {variant} without the NASH stage's facts "
+                             f"for it in its record (record.nash)")
+        kind = ("nash" if group == "nash" else variants.parse(variant).objective
+                if group == "budget" else "depth")
+        facts = rec.nash if kind == "nash" else None
         rows.append({
             "size": obj["size"], "dataset": obj["dataset"], "variant": variant,
-            "decoder blocks": " ".join(map(str, nash["kept"]["decoder_blocks"])),
-            "target sparsity (%)": 100 * _number(path, "target_sparsity", nash["target_sparsity"]),
-            "reached sparsity (%)": 100 * _number(path, "reached_sparsity",
-                                                  nash["reached_sparsity"]),
-            "gates' expected sparsity (%)": 100 * _number(
-                path, "expected_sparsity_final", nash["expected_sparsity_final"]),
-            "params": nash["parameters"]["pruned"],
+            "kind": KIND_LABELS[kind], "decoder blocks": rec.decoder_layers,
+            "encoder blocks": rec.encoder_layers,
+            "target (%)": _pct(facts.target_sparsity) if facts else math.nan,
+            "gates' expected (%)": _pct(facts.gates_expected_sparsity) if facts else math.nan,
+            "gates missed target": bool(facts and facts.gates_missed_target),
+            "masks before adjustment (%)": (_pct(facts.mask_sparsity_before_adjustment)
+                                            if facts else math.nan),
+            "units moved": (facts.units_removed + facts.units_restored
+                            if facts and facts.units_removed is not None else pd.NA),
+            "reached (%)": _pct(facts.reached_sparsity) if facts else math.nan,
+            "steps": rec.steps, "examples": rec.examples,
         })
     out = {}
-    for (size, dataset), g in pd.DataFrame(rows).groupby(["size", "dataset"], sort=True) \
-            if rows else []:
+    frame = pd.DataFrame(rows)
+    for (size, dataset), g in frame.groupby(["size", "dataset"], sort=True) if rows else []:
+        depths = sorted(set(g.loc[g["kind"] == KIND_LABELS["nash"], "decoder blocks"]))
+        if not depths:
+            continue
+        # re-fine-tuned depth variants: those with the teacher's whole encoder (NASH keeps
+        # every encoder block) and those that have an equal-budget twin here
+        twins = {v.rsplit("-", 1)[0] for v in g.loc[g["kind"].isin(
+            [KIND_LABELS["kd"], KIND_LABELS["ce"]]), "variant"]}
+        full = teacher_encoder.get((size, dataset))
+        refined = g["kind"] == KIND_LABELS["depth"]
+        g = g[~refined | g["variant"].isin(twins) | (g["encoder blocks"] == full)]
         d = ev[(ev["size"] == size) & (ev["dataset"] == dataset)]
         base = _baseline_row(d, baseline, f"eval for size {size}, dataset {dataset}")
         r2 = d.set_index("variant")["rouge2"]
-        table = g.sort_values("variant").drop(columns=["size", "dataset"]).reset_index(drop=True)
+        kinds = list(KIND_LABELS.values())
+        parts = [_order(g[g["decoder blocks"] == k]).sort_values(
+                     "kind", key=lambda c: c.map(kinds.index), kind="stable") for k in depths]
+        table = pd.concat(parts).drop(columns=["size", "dataset"]).reset_index(drop=True)
+        table["units moved"] = table["units moved"].astype("Int64")
         table["R-2"] = table["variant"].map(r2).to_numpy()
         table["R-2 impact (%)"] = [impact(v, base["rouge2"]) for v in table["R-2"]]
+        missed = table[table["gates missed target"]]
+        notes = [f"Budget = training after the teacher {baseline}: optimizer steps and examples "
+                 f"(steps x effective batch), summed over the NASH stage and the fine-tune "
+                 f"after it (or the one re-fine-tune). Equal-budget baselines keep the depth "
+                 f"variant's blocks and train exactly as the NASH rows of their decoder depth, "
+                 f"without gates. Sparsities are of the teacher's encoder prunable parameters; "
+                 f"masks before adjustment = each layer keeping its gates' expected number of "
+                 f"units, before units are moved to bring the total within the tolerance."]
+        if not missed.empty:
+            notes.append(f"{DAGGER} the gates' own expected sparsity ended further from the "
+                         f"target than nash.train.gate_miss_tolerance: "
+                         f"{', '.join(missed['variant'])}; its reached sparsity is met by the "
+                         f"adjustment, not by training (train longer or raise the multipliers' "
+                         f"learning rate)")
+        table.attrs.update(
+            title=f"NASH at equal budget, {size}/{dataset}: sparsities, budget, R-2",
+            marks={"gates' expected (%)": "gates missed target"}, notes=notes)
         out[(size, dataset)] = table
     return out
 
 
+def _name(path: str, where: str, value: Any) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ValueError(f"{path}: {where} must be a name fit for a file name, got {value!r}")
+    return value
+
+
+def _count(path: str, where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{path}: {where} must be a positive integer, got {value!r}")
+    return value
+
+
 def bench_frame(records: list[Record], *, with_dataset: bool = True) -> pd.DataFrame:
-    """One row per (bench JSON, result): labels, layer counts, params and latency stats."""
+    """One row per benchmark cell: labels, layer counts, params, latency statistics, and whether
+    the benchmark flagged the cell as disturbed (``disturbed``; its reasons, joined, in ``why``).
+    """
     rows, seen = [], {}
     keys = ("device_label", "size", "dataset", "variant") if with_dataset else (
         "device_label", "size", "variant")
@@ -157,22 +246,43 @@ def bench_frame(records: list[Record], *, with_dataset: bool = True) -> pd.DataF
         if not isinstance(results, list) or not results:
             raise ValueError(f"{path}: no 'results' list")
         for i, r in enumerate(results):
-            for k in BENCH_RESULT_KEYS:
+            where = f"results[{i}]"
+            for k in BENCH_CELL_KEYS:
                 if k not in r:
-                    raise ValueError(f"{path}: results[{i}] has no {k!r}")
-            key = (*labels.values(), r["mode"], r["batch_size"])
+                    raise ValueError(f"{path}: {where} has no {k!r} (a benchmark JSON of an "
+                                     f"older format? rerun the benchmark)")
+            cell = {k: _name(path, f"{where}.{k}", r[k]) for k in CELL_LABELS}
+            cell["batch_size"] = _count(path, f"{where}.batch_size", r["batch_size"])
+            cell["num_beams"] = _count(path, f"{where}.num_beams", r["num_beams"])
+            key = (*labels.values(), *(cell[k] for k in (*CELL_LABELS, "batch_size")))
             if key in seen:
-                raise ValueError(f"two benchmark results for {key}: {seen[key]} and {path}")
+                raise ValueError(f"two benchmark cells for {key}: {seen[key]} and {path}")
             seen[key] = path
-            row = {**labels, "mode": r["mode"], "batch_size": int(r["batch_size"]), "file": path,
-                   "encoder_layers": obj.get("encoder_layers"),
-                   "decoder_layers": obj.get("decoder_layers"), "params": obj.get("params")}
-            for k in ("mean_ms", "std_ms", "median_ms", "new_tokens_mean"):
-                row[k] = _number(path, f"results[{i}].{k}", r[k])
+            why = r["disturbed_why"]
+            if not isinstance(r["disturbed"], bool) or not isinstance(why, list) \
+                    or not all(isinstance(w, str) for w in why):
+                raise ValueError(f"{path}: {where}.disturbed must be true/false and "
+                                 f"disturbed_why a list of strings")
+            if r["disturbed"] and not why:
+                raise ValueError(f"{path}: {where} is disturbed but disturbed_why is empty")
+            row = {**labels, **cell, "file": path, "encoder_layers": obj.get("encoder_layers"),
+                   "decoder_layers": obj.get("decoder_layers"), "params": obj.get("params"),
+                   "disturbed": r["disturbed"], "why": "; ".join(why)}
+            for k in CELL_NUMBERS:
+                row[k] = (math.nan if r[k] is None and k in NULLABLE_NUMBERS
+                          else _number(path, f"{where}.{k}", r[k]))
             rows.append(row)
     frame = pd.DataFrame(rows).rename(columns={"device_label": "device"})
     if not with_dataset:
         frame["dataset"] = None
+    # The wide tables do not split by inputs (real / repeated / random documents): one protocol
+    # of one size and data set must have been timed on one kind of inputs, else a table would
+    # put two different measurements in one cell.
+    for key, g in frame.groupby(["device", "size", "dataset", "protocol"], dropna=False):
+        if g["inputs"].nunique() > 1:
+            raise ValueError(f"benchmark cells of device/size/dataset/protocol {key} mix inputs "
+                             f"{sorted(g['inputs'].unique())}: rerun them with one "
+                             f"benchmark.inputs (files: {sorted(g['file'].unique())})")
     return _finish(frame)
 
 
@@ -270,20 +380,26 @@ def detail_tables(ev: pd.DataFrame, baseline: str = "e6d6",
 
 
 def _with_speedups(bench: pd.DataFrame, baseline: str, keys: list[str]) -> pd.DataFrame:
-    """Adds a ``speedup`` column: baseline mean / variant mean within the same ``keys``."""
+    """Adds ``speedup`` = baseline median / variant median within the same ``keys``, and
+    ``speedup disturbed``: the cell or the baseline cell it divides by is disturbed.
+
+    Medians, not means: one timed run slowed by a background job moves the mean of 7 runs by
+    1/7 of its excess but leaves the median where the other runs are.
+    """
     parts = []
     for key, g in bench.groupby(keys, sort=False, dropna=False):
         what = "benchmark for " + ", ".join(f"{k} {v}" for k, v in zip(keys, key))
-        base = _baseline_row(g, baseline, what)["mean_ms"]
+        base = _baseline_row(g, baseline, what)
         g = g.copy()
-        g["speedup"] = [speedup(base, v) for v in g["mean_ms"]]
+        g["speedup"] = [speedup(base["median_ms"], v) for v in g["median_ms"]]
+        g["speedup disturbed"] = g["disturbed"] | bool(base["disturbed"])
         parts.append(g)
     return pd.concat(parts, ignore_index=True)
 
 
 def speed_frame(ev: pd.DataFrame, bench: pd.DataFrame, baseline: str = "e6d6") -> pd.DataFrame:
-    """Long frame: every benchmark result with its speedup and its variant's R-2 / R-L impact."""
-    sp = _with_speedups(bench, baseline, ["device", "mode", "size", "dataset", "batch_size"])
+    """Long frame: every benchmark cell with its speedup and its variant's R-2 / R-L impact."""
+    sp = _with_speedups(bench, baseline, SPEED_KEY)
     evi = ev.set_index(["size", "dataset", "variant"])
     r2, r2_impact, rl = [], [], []
     for size, dataset, variant in sp[["size", "dataset", "variant"]].itertuples(index=False):
@@ -301,64 +417,338 @@ def speed_frame(ev: pd.DataFrame, bench: pd.DataFrame, baseline: str = "e6d6") -
     return sp
 
 
-def speed_tables(sp: pd.DataFrame) -> dict[tuple[str, str, str, str], pd.DataFrame]:
-    """Tables 8-10 / 25-33: per device, mode, size, dataset; per batch size ms, std, speedup."""
+def arch_frame(arch: pd.DataFrame, baseline: str = "e6d6") -> pd.DataFrame:
+    return _with_speedups(arch, baseline, [k for k in SPEED_KEY if k != "dataset"])
+
+
+# ----------------------------------------------------------------------------- disturbed cells
+#
+# A table is a DataFrame plus three attrs the writer renders: "title" (a line above it),
+# "marks" ({column: boolean column}; True puts a † after that row's number: CSV keeps the
+# boolean column, Markdown and HTML show the † instead) and "notes" (lines below it).
+
+def _annotate(table: pd.DataFrame, title: str, marks: dict[str, str], cells: pd.DataFrame,
+              baseline: str, notes: Iterable[str] = ()) -> pd.DataFrame:
+    table.attrs.update(title=title, marks=marks,
+                       notes=[*notes, *disturbed_notes(cells, baseline)])
+    return table
+
+
+def disturbed_notes(cells: pd.DataFrame, baseline: str = "e6d6") -> list[str]:
+    """Footnote lines for the disturbed cells among ``cells`` (those a table is made of): what
+    the † means, then one line per disturbed cell with the benchmark's reasons."""
+    bad = _order(cells[cells["disturbed"]].sort_values("batch_size", kind="stable"))
+    if bad.empty:
+        return []
+    lines = [f"{DAGGER} disturbed: the benchmark flagged the cell (its timed runs spread too "
+             f"wide, or other processes used the CPU meanwhile); its speedup is marked too, and "
+             f"so is every speedup divided by a disturbed {baseline} cell. Figures leave these "
+             f"cells out; disturbed_benchmarks.txt lists the files to rerun."]
+    for r in bad.to_dict("records"):
+        where = r["size"] if pd.isna(r["dataset"]) else f"{r['size']}/{r['dataset']}"
+        lines.append(f"{DAGGER} {r['variant']} {where}, {r['protocol']} protocol, {r['mode']} "
+                     f"length, {r['engine']}, BS{r['batch_size']}: {r['why']}")
+    return lines
+
+
+def protocol_label(protocol: str, cells: pd.DataFrame) -> str:
+    """"NASH protocol: beam 4, batch 32" or "paper protocol: greedy, batch 1/8/16", read from
+    the cells' own num_beams and batch sizes."""
+    beams = sorted(int(b) for b in cells["num_beams"].unique())
+    decoding = "greedy" if beams == [1] else "beam " + "/".join(map(str, beams))
+    batches = "/".join(str(int(b)) for b in sorted(cells["batch_size"].unique()))
+    name = "NASH protocol" if protocol == "nash" else f"{protocol} protocol"
+    return f"{name}: {decoding}, batch {batches}"
+
+
+def _title(what: str, cells: pd.DataFrame, protocol: str, mode: str, device: str,
+           engine: str | None = None, where: str | None = None) -> str:
+    parts = [protocol_label(protocol, cells), f"{mode} output length"]
+    if engine is not None:
+        parts.append(f"{engine} engine")
+    parts.append(f"inputs {'/'.join(sorted(cells['inputs'].unique()))}")
+    parts.append(device if where is None else f"{device}, {where}")
+    return f"{what} ({'; '.join(parts)})"
+
+
+def sort_engines(engines: Iterable[str]) -> list[str]:
+    return sorted(set(engines), key=lambda e: (ENGINE_ORDER.index(e), "") if e in ENGINE_ORDER
+                  else (len(ENGINE_ORDER), e))
+
+
+def _put(table: pd.DataFrame, marks: dict[str, str], label: str, values: pd.Series,
+         flags: pd.Series | None = None) -> None:
+    """Column ``label`` = ``values`` (indexed by variant); with ``flags`` also the boolean
+    column ``<label> disturbed`` that marks it (empty where the variant has no cell)."""
+    table[label] = table["variant"].map(values)
+    if flags is not None:
+        table[f"{label} disturbed"] = table["variant"].map(flags).astype("boolean")
+        marks[label] = f"{label} disturbed"
+
+
+def _variant_rows(g: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return _order(g.drop_duplicates("variant"))[columns].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- speed tables
+
+def speed_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+    """Tables 8-10 / 25-33: per device, protocol, mode, engine, size, dataset; per batch size
+    the median latency, the spread of the timed runs and the speedup vs the baseline."""
     out = {}
-    for (device, mode, size, dataset), g in sp.groupby(["device", "mode", "size", "dataset"],
-                                                       sort=True):
-        first = _order(g.drop_duplicates("variant"))
-        table = first[["variant", "lenc", "ldec", "R-2", "impact (%)"]].reset_index(drop=True)
+    keys = ["device", "protocol", "mode", "engine", "size", "dataset"]
+    for key, g in sp.groupby(keys, sort=True):
+        device, protocol, mode, engine, size, dataset = key
+        table = _variant_rows(g, ["variant", "lenc", "ldec", "R-2", "impact (%)"])
+        marks: dict[str, str] = {}
         for bs in sorted(g["batch_size"].unique()):
             at = g[g["batch_size"] == bs].set_index("variant")
-            table[f"BS{bs} ms"] = table["variant"].map(at["mean_ms"])
-            table[f"BS{bs} std"] = table["variant"].map(at["std_ms"])
-            table[f"BS{bs} speedup"] = table["variant"].map(at["speedup"])
+            _put(table, marks, f"BS{bs} median ms", at["median_ms"], at["disturbed"])
+            _put(table, marks, f"BS{bs} spread", at["spread"])
+            _put(table, marks, f"BS{bs} speedup", at["speedup"], at["speedup disturbed"])
             if mode != "fixed":  # in fixed mode every row decoded exactly --new-tokens
-                table[f"BS{bs} new tokens"] = table["variant"].map(at["new_tokens_mean"])
-        out[(device, mode, size, dataset)] = table
+                _put(table, marks, f"BS{bs} new tokens", at["new_tokens_mean"])
+        title = _title("Latency and speedup", g, protocol, mode, device, engine,
+                       f"{size}/{dataset}")
+        out[key] = _annotate(table, title, marks, g, baseline)
     return out
 
 
-def summary_tables(sp: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """Tables 8-9 layout: per device and mode, R-2 impact and speedup at the smallest batch
-    size (1 in the paper), one column pair per size/dataset; NASH rows also show R-L (the
-    metric of the NASH paper's Table 1)."""
+def summary_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+    """Tables 8-9 layout: per device, protocol, mode and engine, R-2 impact and speedup at the
+    smallest batch size (1 in the paper), one column group per size/dataset; NASH rows also
+    show R-L (the metric of the NASH paper's Table 1)."""
     out = {}
-    for (device, mode), g in sp.groupby(["device", "mode"], sort=True):
+    for key, g in sp.groupby(["device", "protocol", "mode", "engine"], sort=True):
+        device, protocol, mode, engine = key
         table = pd.DataFrame({"variant": sort_variants(g["variant"])})
         table["lenc"] = pd.array([sixths(v)[0] for v in table["variant"]], dtype="Int64")
         table["ldec"] = pd.array([sixths(v)[1] for v in table["variant"]], dtype="Int64")
+        marks: dict[str, str] = {}
+        shown = []
         pairs = g[["size", "dataset"]].drop_duplicates()
         for size, dataset in sorted(pairs.itertuples(index=False),
                                     key=lambda p: (size_key(p[0]), p[1])):
             sd = g[(g["size"] == size) & (g["dataset"] == dataset)]
             bs = int(sd["batch_size"].min())
-            at = sd[sd["batch_size"] == bs].set_index("variant")
-            table[f"{size}/{dataset} impact (%)"] = table["variant"].map(at["impact (%)"])
-            table[f"{size}/{dataset} R-L"] = table["variant"].map(at["R-L"])
-            table[f"{size}/{dataset} speedup BS{bs}"] = table["variant"].map(at["speedup"])
-        out[(device, mode)] = table
+            cells = sd[sd["batch_size"] == bs]
+            shown.append(cells)
+            at = cells.set_index("variant")
+            _put(table, marks, f"{size}/{dataset} impact (%)", at["impact (%)"])
+            _put(table, marks, f"{size}/{dataset} R-L", at["R-L"])
+            _put(table, marks, f"{size}/{dataset} speedup BS{bs}", at["speedup"],
+                 at["speedup disturbed"])
+        title = _title("Quality impact and speedup at the smallest batch size", g, protocol,
+                       mode, device, engine)
+        out[key] = _annotate(table, title, marks, pd.concat(shown), baseline)
     return out
 
 
-def arch_frame(arch: pd.DataFrame, baseline: str = "e6d6") -> pd.DataFrame:
-    return _with_speedups(arch, baseline, ["device", "mode", "size", "batch_size"])
-
-
-def arch_tables(sp: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """Architecture-only: per device and mode, params, ms and speedup per size x batch size."""
+def engine_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+    """Speedup vs the baseline under each engine side by side (columns batch size x engine):
+    does pruning the decoder still pay once the compiled engine has cut the per-token overhead
+    that a deep decoder multiplies?"""
     out = {}
-    for (device, mode), g in sp.groupby(["device", "mode"], sort=True):
+    for key, g in sp.groupby(["device", "protocol", "mode", "size", "dataset"], sort=True):
+        device, protocol, mode, size, dataset = key
+        table = _variant_rows(g, ["variant", "lenc", "ldec", "R-2", "impact (%)"])
+        marks: dict[str, str] = {}
+        for bs in sorted(g["batch_size"].unique()):
+            for engine in sort_engines(g["engine"]):
+                at = g[(g["batch_size"] == bs) & (g["engine"] == engine)].set_index("variant")
+                _put(table, marks, f"BS{bs} {engine} speedup", at["speedup"],
+                     at["speedup disturbed"])
+        title = _title(f"Speedup vs {baseline} per engine (each engine's own {baseline})", g,
+                       protocol, mode, device, where=f"{size}/{dataset}")
+        out[key] = _annotate(table, title, marks, g, baseline)
+    return out
+
+
+def engine_ratio_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+    """Where both engines were timed: per variant and batch size, compiled median / eager
+    median (0.50 = the compiled engine takes half the time)."""
+    out = {}
+    eager, compiled = ENGINE_ORDER
+    for key, g in sp.groupby(["device", "protocol", "mode", "size", "dataset"], sort=True):
+        if not {eager, compiled} <= set(g["engine"]):
+            continue
+        device, protocol, mode, size, dataset = key
+        g = g[g["engine"].isin([eager, compiled])]
+        table = _variant_rows(g, ["variant", "lenc", "ldec"])
+        marks: dict[str, str] = {}
+        for bs in sorted(g["batch_size"].unique()):
+            at = g[g["batch_size"] == bs]
+            e = at[at["engine"] == eager].set_index("variant")
+            c = at[at["engine"] == compiled].set_index("variant")
+            _put(table, marks, f"BS{bs} {eager} ms", e["median_ms"], e["disturbed"])
+            _put(table, marks, f"BS{bs} {compiled} ms", c["median_ms"], c["disturbed"])
+            # NaN where a variant lacks one of the two cells: no ratio, shown blank
+            either = pd.concat([e["disturbed"], c["disturbed"]], axis=1).any(axis=1)
+            _put(table, marks, f"BS{bs} {compiled}/{eager}", c["median_ms"] / e["median_ms"],
+                 either)
+        title = _title(f"{compiled} vs {eager} engine, median latency", g, protocol, mode,
+                       device, where=f"{size}/{dataset}")
+        out[key] = _annotate(table, title, marks, g, baseline,
+                             [f"{compiled}/{eager} = {compiled} median / {eager} median of the "
+                              f"same variant and batch size; below 1 the {compiled} engine is "
+                              f"faster."])
+    return out
+
+
+def arch_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+    """Architecture-only: per device, protocol, mode and engine, params, median ms and speedup
+    per size x batch size."""
+    out = {}
+    for key, g in sp.groupby(["device", "protocol", "mode", "engine"], sort=True):
+        device, protocol, mode, engine = key
         table = pd.DataFrame({"variant": sort_variants(g["variant"])})
         table["lenc"] = pd.array([sixths(v)[0] for v in table["variant"]], dtype="Int64")
         table["ldec"] = pd.array([sixths(v)[1] for v in table["variant"]], dtype="Int64")
+        marks: dict[str, str] = {}
         for size in sort_sizes(g["size"]):
             gs = g[g["size"] == size]
             params = gs.drop_duplicates("variant").set_index("variant")["params"]
             table[f"{size} params"] = table["variant"].map(params).astype("Int64")
             for bs in sorted(gs["batch_size"].unique()):
                 at = gs[gs["batch_size"] == bs].set_index("variant")
-                table[f"{size} BS{bs} ms"] = table["variant"].map(at["mean_ms"])
-                table[f"{size} BS{bs} speedup"] = table["variant"].map(at["speedup"])
-        out[(device, mode)] = table
+                _put(table, marks, f"{size} BS{bs} median ms", at["median_ms"], at["disturbed"])
+                _put(table, marks, f"{size} BS{bs} speedup", at["speedup"],
+                     at["speedup disturbed"])
+        title = _title("Architecture-only latency (random weights)", g, protocol, mode, device,
+                       engine)
+        out[key] = _annotate(table, title, marks, g, baseline)
     return out
+
+
+CELL_COLUMNS = {  # long-frame column -> label in the table of all cells
+    "device": "device", "size": "size", "dataset": "dataset", "variant": "variant",
+    "protocol": "protocol", "mode": "mode", "engine": "engine", "inputs": "inputs",
+    "batch_size": "batch size", "num_beams": "beams", "median_ms": "median ms",
+    "spread": "spread", "foreign_load": "foreign load", "mean_ms": "mean ms", "std_ms": "std ms",
+    "min_ms": "min ms", "max_ms": "max ms", "new_tokens_mean": "new tokens",
+    "speedup": "speedup", "disturbed": "disturbed", "speedup disturbed": "speedup disturbed",
+    "why": "disturbed why", "file": "file"}
+
+
+def cells_table(frames: list[pd.DataFrame], baseline: str = "e6d6") -> pd.DataFrame:
+    """Every benchmark cell (trained and architecture-only) in one long table, with all its
+    statistics, its speedup, both flags and the benchmark's reasons."""
+    cells = pd.concat(frames, ignore_index=True)
+    cells = _order(cells).sort_values(
+        ["device", "size", "dataset", "protocol", "mode", "engine", "batch_size"], kind="stable")
+    table = cells[list(CELL_COLUMNS)].rename(columns=CELL_COLUMNS).reset_index(drop=True)
+    title = f"All benchmark cells (speedup = {baseline} median / variant median, same key)"
+    return _annotate(table, title, {"median ms": "disturbed", "speedup": "speedup disturbed"},
+                     cells, baseline)
+
+
+# ----------------------------------------------------------------------------- decisions
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """(latency, quality) pairs -> whether each is on the Pareto front: no other point is as
+    fast or faster and as good or better, and strictly one of the two. Equal points are both
+    on it."""
+    return [not any(l2 <= lat and q2 >= q and (l2 < lat or q2 > q) for l2, q2 in points)
+            for lat, q in points]
+
+
+def pareto_tables(sp: pd.DataFrame, ev: pd.DataFrame, batch_size: int,
+                  baseline: str = "e6d6") -> dict[tuple[str, str], pd.DataFrame]:
+    """Per size x dataset: each variant's R-2 and median latency (paper protocol, fixed length,
+    ``batch_size``) per device and engine, and whether it is on the front of that device and
+    engine. Disturbed cells are listed but never on the front."""
+    cells = sp[(sp["protocol"] == PAPER_PROTOCOL) & (sp["mode"] == "fixed")]
+    at = cells[cells["batch_size"] == batch_size]
+    if at.empty:
+        timed = sorted(int(b) for b in cells["batch_size"].unique())
+        raise ValueError(f"config key report.batch_size: no {PAPER_PROTOCOL}-protocol, "
+                         f"fixed-length benchmark cell at batch size {batch_size} (timed: "
+                         f"{timed or 'none; benchmark.modes needs fixed'})")
+    out = {}
+    for (size, dataset), g in at.groupby(["size", "dataset"], sort=True):
+        d = ev[(ev["size"] == size) & (ev["dataset"] == dataset)]
+        base_r2 = _baseline_row(d, baseline, f"eval for size {size}, dataset {dataset}")["rouge2"]
+        parts = []
+        for (device, engine), c in g.groupby(["device", "engine"], sort=True):
+            c = _order(c)
+            t = pd.DataFrame({
+                "device": device, "engine": engine, "variant": c["variant"].to_numpy(),
+                "R-2": c["R-2"].to_numpy(),
+                "retention (%)": [retention(v, base_r2) for v in c["R-2"]],
+                "median ms": c["median_ms"].to_numpy(), "spread": c["spread"].to_numpy(),
+                "speedup": c["speedup"].to_numpy(), "disturbed": c["disturbed"].to_numpy(),
+                "speedup disturbed": c["speedup disturbed"].to_numpy()})
+            ok = ~t["disturbed"]
+            t["on_front"] = False
+            t.loc[ok, "on_front"] = pareto_front(list(zip(t.loc[ok, "median ms"],
+                                                          t.loc[ok, "R-2"])))
+            parts.append(t.sort_values("median ms", kind="stable"))
+        table = pd.concat(parts, ignore_index=True)
+        title = (f"Pareto front of R-2 vs median latency, {size}/{dataset} "
+                 f"({PAPER_PROTOCOL} protocol, fixed output length, batch {batch_size})")
+        out[(size, dataset)] = _annotate(
+            table, title, {"median ms": "disturbed", "speedup": "speedup disturbed"}, g,
+            baseline, [f"on_front: no undisturbed variant of the same device and engine is both "
+                       f"at least as fast and at least as good (R-2); retention = R-2 in % of "
+                       f"{baseline}'s."])
+    return out
+
+
+def recommend(cells: pd.DataFrame, budget_ms: float | None, floor: float | None,
+              baseline: str = "e6d6") -> tuple[str | None, str]:
+    """(variant, reason) among the undisturbed rows of one device and engine of a Pareto table.
+
+    budget only: the best R-2 with median <= budget (the faster of equals); floor only: the
+    fastest with retention >= floor (the better R-2 of equals); both: the fastest meeting both.
+    Neither, or nothing meeting them: (None, why).
+    """
+    if budget_ms is None and floor is None:
+        return None, ("no recommendation: neither report.latency_budget_ms nor "
+                      "report.quality_floor is set")
+    ok = cells[~cells["disturbed"]]
+    rules, fits = [], ok
+    if budget_ms is not None:
+        rules.append(f"median <= {budget_ms:g} ms")
+        fits = fits[fits["median ms"] <= budget_ms]
+    if floor is not None:
+        if ok["retention (%)"].isna().all():
+            return None, (f"no recommendation: R-2 retention is undefined ({baseline}'s R-2 "
+                          f"is 0), so report.quality_floor cannot be applied")
+        rules.append(f"R-2 retention >= {floor:g} %")
+        fits = fits[fits["retention (%)"] >= floor]
+    rule = " and ".join(rules)
+    left_out = len(cells) - len(ok)
+    among = f"{len(ok)} undisturbed variants" + (f", {left_out} disturbed left out"
+                                                  if left_out else "")
+    if fits.empty:
+        return None, f"no recommendation: none of {among} has {rule}"
+    if floor is None:
+        best = fits.sort_values(["R-2", "median ms"], ascending=[False, True]).iloc[0]
+        return best["variant"], f"best R-2 of the {len(fits)} with {rule} ({among})"
+    best = fits.sort_values(["median ms", "R-2"], ascending=[True, False]).iloc[0]
+    return best["variant"], f"fastest of the {len(fits)} with {rule} ({among})"
+
+
+def recommendation_table(paretos: dict[tuple[str, str], pd.DataFrame], budget_ms: float | None,
+                         floor: float | None, batch_size: int,
+                         baseline: str = "e6d6") -> pd.DataFrame:
+    """One row per size, dataset, device and engine: the recommended variant (blank when
+    none), its numbers and the reason."""
+    rows = []
+    for (size, dataset), table in paretos.items():
+        for (device, engine), cells in table.groupby(["device", "engine"], sort=True):
+            variant, reason = recommend(cells, budget_ms, floor, baseline)
+            row = {"size": size, "dataset": dataset, "device": device, "engine": engine,
+                   "variant": variant, "R-2": math.nan, "retention (%)": math.nan,
+                   "median ms": math.nan, "speedup": math.nan}
+            if variant is not None:
+                chosen = cells[cells["variant"] == variant].iloc[0]
+                row.update({k: chosen[k] for k in ("R-2", "retention (%)", "median ms",
+                                                   "speedup")})
+            rows.append({**row, "reason": reason})
+    table = pd.DataFrame(rows)
+    settings_text = (f"report.latency_budget_ms = {budget_ms}, report.quality_floor = {floor}, "
+                     f"report.batch_size = {batch_size}")
+    table.attrs.update(title=f"Recommended variant ({PAPER_PROTOCOL} protocol, fixed output "
+                             f"length; {settings_text})", marks={}, notes=[])
+    return table

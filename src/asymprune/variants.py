@@ -19,6 +19,15 @@ NASH variants (Ko et al.), ``nash-d{D}-{SELECTION}-{ENCODER}``::
 
 Examples: ``nash-d3-uniform-l0s30`` (the paper's default), ``nash-d2-low-l0s30`` (Table 3
 ablation), ``nash-d4-uniform-layerss30`` / ``nash-d4-uniform-none`` (Table 4 ablations).
+
+Equal-budget baselines, ``e{E}d{D}-{OBJECTIVE}``: the depth variant e{E}d{D} (the same blocks,
+chosen by ``layer_selection``; not e6d6) trained with NASH's budget instead of a re-fine-tune:
+the NASH stage's steps and batches without gates, then NASH's final fine-tune.
+
+    kd   NASH's distillation objective from the teacher (prediction loss + hidden-state MSE)
+    ce   the labels' cross-entropy only (the same steps, no teacher)
+
+E.g. ``e6d2-kd`` is a distilled e6d2 that saw as many examples as ``nash-d2-uniform-l0s30``.
 """
 
 from __future__ import annotations
@@ -40,7 +49,11 @@ DEPTH_BODY = r"e[1-6]d[1-6]"
 PRUNED_DEPTH_BODY = r"e[1-5]d[1-6]|e6d[1-5]"
 NASH_BODY = (r"nash-d[1-9][0-9]*-(?:" + "|".join(NASH_STRATEGIES)
              + r")-(?:none|l0s[1-9][0-9]?|layerss[1-9][0-9]?)")
-ANY_BODY = f"{DEPTH_BODY}|{NASH_BODY}"
+BASELINE_OBJECTIVES = ("kd", "ce")
+BASELINE_BODY = r"(?:e[1-5]d[1-6]|e6d[1-5])-(?:" + "|".join(BASELINE_OBJECTIVES) + ")"
+# what the NASH stage trains: NASH variants and the equal-budget baselines
+NASH_STAGE_BODY = f"{NASH_BODY}|{BASELINE_BODY}"
+ANY_BODY = f"{DEPTH_BODY}|{NASH_BODY}|{BASELINE_BODY}"
 
 DEPTH_PATTERN = f"^{DEPTH_BODY}$"
 NASH_PATTERN = f"^{NASH_BODY}$"
@@ -49,13 +62,17 @@ DEPTH_GRAMMAR = "e{E}d{D} with E, D in 1..6 (sixths of each stack kept)"
 NASH_GRAMMAR = (f"nash-d{{D}}-{{{'|'.join(NASH_STRATEGIES)}}}-{{none|l0s{{P}}|layerss{{P}}}} "
                 f"with D >= 1 decoder blocks and P in 1..99 percent")
 
+BASELINE_GRAMMAR = (f"e{{E}}d{{D}}-{{{'|'.join(BASELINE_OBJECTIVES)}}} with E, D in 1..6, "
+                    f"not e6d6")
+
 _DEPTH_RE = re.compile(r"^e(?P<e>[1-6])d(?P<d>[1-6])$")
+_BASELINE_RE = re.compile(r"^(?P<depth>e[1-6]d[1-6])-(?P<objective>[a-z]+)$")
 _NASH_RE = re.compile(r"^nash-d(?P<d>[1-9][0-9]*)-(?P<sel>[a-z]+)-"
                       r"(?:(?P<none>none)|(?P<mode>l0|layers)s(?P<pct>[1-9][0-9]?))$")
 
 ENCODER_MODES = ("none", "l0", "layers")
-# Table groups, in the order tables and legends list them
-GROUPS = ("baseline", "decoder", "encoder", "both", "other", "nash")
+# Table groups, in the order tables and legends list them (budget: equal-budget baselines)
+GROUPS = ("baseline", "decoder", "encoder", "both", "other", "nash", "budget")
 
 # The asymmetry paper's 16 variants, in its table order.
 PAPER: tuple[str, ...] = (
@@ -128,7 +145,26 @@ class NashVariant:
                                  f"blocks keeps {k}; it must keep between 1 and {n_enc - 1}")
 
 
-Variant = Union[DepthVariant, NashVariant]
+@dataclass(frozen=True)
+class BaselineVariant:
+    """A depth variant trained with NASH's budget (see the module docstring)."""
+
+    depth: DepthVariant
+    objective: str               # kd | ce
+
+    @property
+    def id(self) -> str:
+        return f"{self.depth.id}-{self.objective}"
+
+    def blocks(self, n_enc: int, n_dec: int,
+               strategy: str = "auto") -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return self.depth.blocks(n_enc, n_dec, strategy)
+
+    def check_depth(self, n_enc: int, n_dec: int) -> None:
+        self.depth.check_depth(n_enc, n_dec)
+
+
+Variant = Union[DepthVariant, NashVariant, BaselineVariant]
 
 
 def parse_depth(variant: str) -> DepthVariant:
@@ -150,15 +186,40 @@ def parse_nash(variant: str) -> NashVariant:
                        int(m.group("pct")) / 100)
 
 
-def parse(variant: str) -> Variant:
-    """Either kind of id."""
+def parse_baseline(variant: str) -> BaselineVariant:
+    """``'e6d2-kd'`` -> ``BaselineVariant(DepthVariant(6, 2), 'kd')``."""
+    m = _BASELINE_RE.match(variant) if isinstance(variant, str) else None
+    if not m or m.group("objective") not in BASELINE_OBJECTIVES:
+        raise ValueError(f"baseline variant {variant!r} is not of the form {BASELINE_GRAMMAR}")
+    depth = parse_depth(m.group("depth"))
+    if depth.is_teacher:
+        raise ValueError(f"baseline variant {variant!r}: e6d6 is the teacher itself, there is "
+                         f"nothing to train at NASH's budget ({BASELINE_GRAMMAR})")
+    return BaselineVariant(depth, m.group("objective"))
+
+
+def parse_nash_stage(variant: str) -> NashVariant | BaselineVariant:
+    """What the NASH stage trains: a NASH variant or an equal-budget baseline."""
     if isinstance(variant, str) and variant.startswith("nash-"):
         return parse_nash(variant)
     try:
+        return parse_baseline(variant)
+    except ValueError:
+        raise ValueError(f"variant {variant!r} is neither {NASH_GRAMMAR} nor "
+                         f"{BASELINE_GRAMMAR}") from None
+
+
+def parse(variant: str) -> Variant:
+    """Any kind of id."""
+    if isinstance(variant, str) and variant.startswith("nash-"):
+        return parse_nash(variant)
+    if isinstance(variant, str) and "-" in variant:
+        return parse_baseline(variant)
+    try:
         return parse_depth(variant)
     except ValueError:
-        raise ValueError(f"variant {variant!r} is neither {DEPTH_GRAMMAR} nor "
-                         f"{NASH_GRAMMAR}") from None
+        raise ValueError(f"variant {variant!r} is neither {DEPTH_GRAMMAR} nor {NASH_GRAMMAR} "
+                         f"nor {BASELINE_GRAMMAR}") from None
 
 
 def is_valid(variant: str) -> bool:
@@ -196,12 +257,15 @@ def check_depth(variant: str, n_enc: int, n_dec: int) -> None:
 
 
 def group(variant: str, baseline: str = TEACHER) -> str:
-    """baseline, decoder (only the decoder pruned), encoder, both (symmetric), other, nash."""
+    """baseline, decoder (only the decoder pruned), encoder, both (symmetric), other, nash,
+    budget (an equal-budget baseline)."""
     if variant == baseline:
         return "baseline"
     v = parse(variant)
     if isinstance(v, NashVariant):
         return "nash"
+    if isinstance(v, BaselineVariant):
+        return "budget"
     if v.enc_sixths == 6:
         return "decoder"
     if v.dec_sixths == 6:
@@ -210,15 +274,22 @@ def group(variant: str, baseline: str = TEACHER) -> str:
 
 
 def sixths(variant: str) -> tuple[int | None, int | None]:
-    """(l_enc, l_dec) in sixths for e{E}d{D}; (None, None) for NASH (not a sixths variant)."""
+    """(l_enc, l_dec) in sixths for e{E}d{D} and its equal-budget baselines; (None, None) for
+    NASH (not a sixths variant)."""
     v = parse(variant)
+    if isinstance(v, BaselineVariant):
+        v = v.depth
     return (v.enc_sixths, v.dec_sixths) if isinstance(v, DepthVariant) else (None, None)
 
 
 def sort_key(variant: str) -> tuple:
     """Paper order (e6d6, e6d5..e6d1, e5d6..e1d6, e5d5..e1d1), other e/d deepest first, then
-    NASH by decoder depth, selection, encoder mode and sparsity."""
+    NASH by decoder depth, selection, encoder mode and sparsity, then equal-budget baselines
+    in their depth variant's order, kd before ce."""
     v = parse(variant)
+    if isinstance(v, BaselineVariant):
+        depth = sort_key(v.depth.id)
+        return (3, depth[0] * 1000 + depth[1], v.objective != "kd", 0.0)
     if isinstance(v, DepthVariant):
         if variant in PAPER:
             return (0, PAPER.index(variant), "", 0.0)

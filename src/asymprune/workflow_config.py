@@ -35,6 +35,7 @@ DEFINITIONS = {
     "nash_train": lambda: S.block_schema(S.NashTrain),
     "evaluate": lambda: S.block_schema(S.Evaluate),
     "benchmark": lambda: S.block_schema(S.Benchmark),
+    "report": lambda: S.block_schema(S.Report),
     "data": lambda: S.block_schema(S.Data, S.DATA_SHARED),
     "dataset": lambda: S.block_schema(
         S.Data, tuple(f for f in S.Data.__dataclass_fields__ if f not in S.DATA_SHARED)),
@@ -75,6 +76,8 @@ def _message(e: jsonschema.ValidationError) -> str:
             return str(err)
     if e.validator == "oneOf" and path[:1] == ["models"]:
         return "give exactly one of name_or_path (pretrained) or init_config (from scratch)"
+    if e.validator == "not" and path[:2] == ["baselines", "variants"]:
+        return f"{e.instance!r} is the teacher itself: it has no equal-budget twin"
     if e.validator == "oneOf" and path[:1] == ["variants"]:
         return f"{e.instance!r} is neither 'all' nor a list of {V.DEPTH_GRAMMAR}"
     return e.message + (S._type_hint(e.instance, e.schema) if e.validator == "type" else "")
@@ -125,9 +128,11 @@ class Resolved:
     nash_train: S.NashTrain
     evaluate: S.Evaluate
     benchmark: S.Benchmark
+    report: S.Report
     datasets: dict[str, S.Data]
     variants: list[str]
     nash_variants: list[str]
+    baseline_variants: list[str]
     depths: dict[str, tuple[int, int] | None] = field(default_factory=dict)
 
 
@@ -155,11 +160,15 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
         "finetune": build(S.Training, [("finetune", cfg["finetune"])])[1],
         "refinetune": build(S.Training, [("finetune", cfg["finetune"]),
                                          ("refinetune", cfg["refinetune"])])[1],
+        # NASH's own fine-tune settings sit between the two (asymprune.settings
+        # .nash_finetune_defaults); a problem with one of them is fixed under nash.finetune
         "nash_finetune": build(S.Training, [("finetune", cfg["finetune"]),
+                                            ("nash.finetune", S.nash_finetune_defaults()),
                                             ("nash.finetune", cfg["nash"]["finetune"])])[1],
         "nash_train": build(S.NashTrain, [("nash.train", cfg["nash"]["train"])])[1],
         "evaluate": build(S.Evaluate, [("evaluate", cfg["evaluate"])])[1],
         "benchmark": build(S.Benchmark, [("benchmark", cfg["benchmark"])])[1],
+        "report": build(S.Report, [("report", cfg["report"])])[1],
     }
     datasets = {}
     for name, spec in cfg["datasets"].items():
@@ -176,17 +185,28 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
             nash_variants += [v for v in cfg["nash"]["ablation_variants"]
                               if v not in nash_variants]
 
+    # e{E}d{D}-{kd|ce}: trained by the NASH stage, so they need NASH switched on
+    baseline_variants = [f"{v}-{o}" for v in cfg["baselines"]["variants"]
+                         for o in cfg["baselines"]["objectives"]]
+    if baseline_variants and not cfg["nash"]["enabled"]:
+        problems.append("config key baselines.variants: equal-budget baselines take NASH's "
+                        "budget, but nash.enabled is false; set baselines.variants to [] or "
+                        "enable nash")
+
     depths = {size: model_depths(spec) for size, spec in cfg["models"].items()}
     for size, depth in depths.items():
         if depth is None:
             continue  # a hub id we do not know: the stage checks once it has the config
         n_enc, n_dec = depth
-        for v in depth_variants:
-            try:
-                V.parse_depth(v).blocks(n_enc, n_dec, cfg["layer_selection"])
-            except ValueError as e:
-                problems.append(f"config key layer_selection: {v} of models.{size} "
-                                f"({n_enc}+{n_dec} blocks): {e}")
+        for key, listed in (("variants", depth_variants),
+                            ("baselines.variants", cfg["baselines"]["variants"])):
+            for v in listed:
+                try:
+                    V.parse_depth(v).blocks(n_enc, n_dec, cfg["layer_selection"])
+                except ValueError as e:
+                    listed_in = "" if key == "variants" else f" ({key})"
+                    problems.append(f"config key layer_selection: {v}{listed_in} of "
+                                    f"models.{size} ({n_enc}+{n_dec} blocks): {e}")
         for key in ("variants", "ablation_variants"):
             if key == "ablation_variants" and not cfg["nash"]["ablations"]:
                 continue
@@ -198,7 +218,7 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
                                     f"{n_enc} encoder + {n_dec} decoder blocks)")
 
     retries = cfg["execution"]["retries"]
-    for key in ("finetune", "refinetune", "nash_finetune"):
+    for key in ("finetune", "refinetune", "nash_finetune", "nash_train"):
         t = built[key]
         if t is None:
             continue
@@ -220,7 +240,8 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
     if problems:
         raise ConfigError("\n".join(dict.fromkeys(problems)))
     return Resolved(config=cfg, datasets=datasets, variants=depth_variants,
-                    nash_variants=nash_variants, depths=depths, **built)
+                    nash_variants=nash_variants, baseline_variants=baseline_variants,
+                    depths=depths, **built)
 
 
 def main(argv: list[str] | None = None) -> int:

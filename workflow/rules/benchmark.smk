@@ -1,55 +1,62 @@
 # Generation latency (DESIGN.md section 5): trained models, and exact FLAN-T5 architectures
-# with random weights (all 16 depth variants, no training needed).
+# with random weights (all 16 depth variants, no training needed). One job times every variant
+# of a size/dataset, interleaved round by round, so that their ratios share one machine state.
 # On a CPU the benchmark takes every core of the run, so that no other job skews its timings.
 BENCH_THREADS = workflow.cores if BENCH["device"] == "cpu" else 1
 
 
 rule benchmark:
     input:
-        model=f"{RESULTS}/models/{{size}}/{{dataset}}/{{variant}}/model/sidecar.json",
+        unpack(bench_models),
         data=f"{RESULTS}/data/{{dataset}}/test.jsonl",
     output:
-        f"{RESULTS}/bench/{BENCH_DEVICE}/{{size}}/{{dataset}}/{{variant}}.json",
+        expand(f"{RESULTS}/bench/{BENCH_DEVICE}/{{size}}/{{dataset}}/{{variant}}.json",
+               variant=all_variants(), allow_missing=True),
     params:
-        model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
-        launch=lambda wc: launcher(wc.size),
+        launch=single_gpu_launcher(1 if BENCH["device"] == "cuda" else 0),
+        models=bench_model_flags,
+        outdir=lambda wc, output: os.path.dirname(output[0]),
         settings=settings_json(CFG.benchmark),
         device_label=BENCH_DEVICE,
         code=code("benchmark"),
     log:
-        f"{LOGS}/benchmark/{{size}}/{{dataset}}/{{variant}}.log",
+        f"{LOGS}/benchmark/{{size}}/{{dataset}}.log",
     threads: BENCH_THREADS
     resources:
+        # one GPU, always: the benchmark times one process (no torchrun), pinned like training
         gpu=lambda wc: 1 if BENCH["device"] == "cuda" else 0,
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
-        runtime=120,
+        runtime=240,
     shell:
-        "{params.launch} asymprune.benchmark --model {params.model:q} --data-file {input.data:q}"
-        " --settings {params.settings:q} --config-key benchmark --device-label {params.device_label}"
-        " --threads {threads} --size {wildcards.size}"
-        " --dataset {wildcards.dataset} --variant {wildcards.variant} --output {output:q}"
-        " > {log:q} 2>&1"
+        "{params.launch} asymprune.benchmark {params.models} --data-file {input.data:q}"
+        " --settings {params.settings:q} --config-key benchmark"
+        " --device-label {params.device_label} --threads {threads} --size {wildcards.size}"
+        " --dataset {wildcards.dataset} --output-dir {params.outdir:q} > {log:q} 2>&1"
 
 
 rule benchmark_arch:
     output:
-        f"{RESULTS}/bench_arch/{BENCH_DEVICE}/{{arch}}/{{archvariant}}.json",
+        expand(f"{RESULTS}/bench_arch/{BENCH_DEVICE}/{{arch}}/{{archvariant}}.json",
+               archvariant=VARIANTS, allow_missing=True),
     wildcard_constraints:
         arch="|".join(settings.FLAN_SIZES),
-        archvariant=variants.DEPTH_BODY,
     params:
+        launch=single_gpu_launcher(1 if BENCH["device"] == "cuda" else 0),
+        variants=" ".join(VARIANTS),
+        outdir=lambda wc, output: os.path.dirname(output[0]),
         settings=settings_json(CFG.benchmark),
         device_label=BENCH_DEVICE,
         code=code("benchmark"),
     log:
-        f"{LOGS}/benchmark_arch/{{arch}}/{{archvariant}}.log",
+        f"{LOGS}/benchmark_arch/{{arch}}.log",
     threads: BENCH_THREADS
     resources:
         gpu=lambda wc: 1 if BENCH["device"] == "cuda" else 0,
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=64000,
+        runtime=240,
     shell:
         # random weights emit no meaningful EOS: only the fixed-length mode applies
-        "python -m asymprune.benchmark --arch {wildcards.arch} --variant {wildcards.archvariant}"
+        "{params.launch} asymprune.benchmark --arch {wildcards.arch} --variants {params.variants}"
         " --settings {params.settings:q} --config-key benchmark --modes fixed"
-        " --device-label {params.device_label} --threads {threads} --output {output:q} > {log:q} 2>&1"
+        " --device-label {params.device_label} --threads {threads}"
+        " --output-dir {params.outdir:q} > {log:q} 2>&1"

@@ -26,6 +26,7 @@ SIZES = list(config["models"])
 DATASETS = list(config["datasets"])
 VARIANTS = CFG.variants
 NASH_VARIANTS = CFG.nash_variants
+BASELINE_VARIANTS = CFG.baseline_variants
 BENCH = settings.as_dict(CFG.benchmark)
 BENCH_DEVICE = BENCH["device"]
 
@@ -34,7 +35,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     variant=variants.ANY_BODY,
     pvariant=variants.PRUNED_DEPTH_BODY,
-    nvariant=variants.NASH_BODY,
+    nvariant=variants.NASH_STAGE_BODY,
 
 
 envvars:
@@ -82,8 +83,17 @@ def res(size, key):
     return model_spec(size)["resources"][key]
 
 
+def single_gpu_launcher(gpu):
+    """Prefix of a one-process command (evaluate, benchmark): never torchrun; on a GPU (gpu 1)
+    pinned to one free GPU when execution.pin_gpus asks."""
+    if config["execution"]["pin_gpus"] and gpu > 0:
+        return "python -m asymprune.gpu_slots --gpus-per-job 1 -- python -m"
+    return "python -m"
+
+
 def launcher(size):
-    """Prefix of a training/benchmark command: pins a free GPU, and spans several with torchrun."""
+    """Prefix of a training command (finetune, refinetune, NASH: the stages that run DDP):
+    pins gpus_per_job free GPUs, and spans them with torchrun."""
     parts = []
     if config["execution"]["pin_gpus"] and res(size, "gpu") > 0:
         parts.append(f"python -m asymprune.gpu_slots --gpus-per-job {res(size, 'gpus_per_job')} --")
@@ -147,8 +157,17 @@ def bench_json(size, dataset, variant):
 
 
 def all_variants():
-    """Depth variants plus NASH variants."""
-    return VARIANTS + NASH_VARIANTS
+    """Depth variants, NASH variants and equal-budget baselines."""
+    return VARIANTS + NASH_VARIANTS + BASELINE_VARIANTS
+
+
+def bench_models(wc):
+    """The benchmark job of a size/dataset times every variant's model, interleaved."""
+    return {v: f"{model_dir(wc.size, wc.dataset, v)}/sidecar.json" for v in all_variants()}
+
+
+def bench_model_flags(wc):
+    return shlex.join(f"--model={v}={model_dir(wc.size, wc.dataset, v)}" for v in all_variants())
 
 
 def eval_outputs():

@@ -9,6 +9,8 @@ rule evaluate:
         scores=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.json",
         predictions=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.predictions.jsonl",
     params:
+        # one process, one GPU (pinned when execution.pin_gpus), whatever gpus_per_job says
+        launch=lambda wc: single_gpu_launcher(res(wc.size, "gpu")),
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
         settings=settings_json(CFG.evaluate),
         code=code("evaluate"),
@@ -20,7 +22,7 @@ rule evaluate:
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
         runtime=120,
     shell:
-        "OMP_NUM_THREADS={threads} python -m asymprune.evaluate --model {params.model:q}"
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.evaluate --model {params.model:q}"
         " --data-file {input.data:q} --settings {params.settings:q} --config-key evaluate"
         " --tag size={wildcards.size} --tag dataset={wildcards.dataset}"
         " --tag variant={wildcards.variant}"

@@ -1,6 +1,8 @@
 # NASH (Ko et al.): shallow decoder (uniform block selection) + narrow encoder (L0 gates on
 # heads and FFN units, Lagrangian sparsity target), trained with KL + hidden-state
 # distillation from the teacher, physically pruned; then fine-tuned like every other variant.
+# The same two rules train the equal-budget baselines e{E}d{D}-{kd|ce} (config `baselines`):
+# the depth variant's blocks, no gates, NASH's steps and its final fine-tune.
 
 
 rule nash:
@@ -14,6 +16,9 @@ rule nash:
         launch=lambda wc: launcher(wc.size),
         teacher=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
         settings=settings_json(CFG.nash_train),
+        # a baseline keeps its depth variant's blocks, chosen as for the re-fine-tuned twin
+        selection=lambda wc: ("" if wc.nvariant.startswith("nash-") else
+                              shlex.join(["--sixths-selection", config["layer_selection"]])),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "nash"),
         out=lambda wc, output: os.path.dirname(output[0]),
         code=code("nash"),
@@ -22,15 +27,18 @@ rule nash:
     retries: config["execution"]["retries"]
     threads: 1
     resources:
-        gpu=lambda wc: res(wc.size, "gpu"),
+        # the launcher runs gpus_per_job processes (DDP), one GPU each
+        gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "gpus_per_job"),
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
         runtime=lambda wc: res(wc.size, "runtime"),
         cpus_per_task=lambda wc: res(wc.size, "cpus_per_task"),
+        batch_divisor=batch_divisor,
     shell:
         "OMP_NUM_THREADS={threads} {params.launch} asymprune.nash --teacher {params.teacher:q}"
-        " --variant {wildcards.nvariant} --train-file {input.train:q}"
+        " --variant {wildcards.nvariant} {params.selection} --train-file {input.train:q}"
         " --validation-file {input.validation:q}"
         " --settings {params.settings:q} --config-key nash.train"
+        " --batch-divisor {resources.batch_divisor}"
         " --checkpoint-dir {params.ckpt:q} --output {params.out:q} > {log:q} 2>&1"
 
 

@@ -9,10 +9,13 @@ Modules (pure math apart from module editing, as Torch-Pruning separates *what* 
 - ``gates``:    hard-concrete gate math, expected sparsity, Lagrangian, target schedule,
                 deterministic masks (tensor functions, no modules).
 - ``masking``:  the gate parameters and the hooks that apply masks to a live T5 encoder.
+- ``data``:     tokenized splits, the example stream and its split over devices and
+                micro-batches (the effective batch), the batch plan of an OOM retry.
 - ``loss``:     KL prediction distillation, hidden-state MSE, the total objective.
 - ``prune``:    physical removal of heads / FFN units (shapes rebuilt by
                 ``asymprune.modeling.load_model``).
-- ``train``:    the stage: distillation + L0 training, checkpoints, physical pruning, sidecar.
+- ``train``:    the stage, a recipe on accelerate (1 or N processes): distillation + L0
+                training, checkpoints, physical pruning, sidecar.
 
 This file imports nothing at module level: ``common.smk`` imports ``asymprune.nash.variants``
 while parsing the workflow, which must not pull in torch.

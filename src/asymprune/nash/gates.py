@@ -6,9 +6,10 @@ No modules here (the gate parameters live in ``masking.EncoderGates``). Each pru
     s = sigmoid((log u - log(1 - u) + log_alpha) / beta)      concrete sample in (0, 1)
     z = min(1, max(0, s * (r - l) + l))                        stretched to (l, r), clipped
 
-l = -0.1, r = 1.1, beta = 2/3 are Louizos et al.'s constants (NASH appendix B writes the
-beta = 1 case without naming a temperature; we keep Louizos' 2/3). The stretch puts mass on
-exactly 0 and exactly 1. The probability that a gate is non-zero (its unit is kept) is
+l = -0.1, r = 1.1, beta = 2/3 are Louizos et al.'s constants and the released NASH / CoFi
+code's (NASH appendix B writes the beta = 1 case without naming a temperature; beta is the
+setting ``gate_temperature``). The stretch puts mass on exactly 0 and exactly 1. The
+probability that a gate is non-zero (its unit is kept) is
 
     P(z > 0) = 1 - Q(s_bar <= 0) = sigmoid(log_alpha - beta * log(-l / r))
 
@@ -18,6 +19,10 @@ Expected sparsity (NASH eq. for s_hat, counted over the encoder's prunable param
 s_hat = 1 - E[kept params] / full params, with E[kept heads in layer i] = sum_j P(z_ij > 0).
 Lagrangian (Wang et al., 2020): R = lambda_1 (s_hat - t) + lambda_2 (s_hat - t)^2, minimised
 over gates and weights, maximised over the lambdas.
+
+As in the released code (CoFi's ``L0Module.constrain_parameters``), log_alpha is clamped to
+[-ln 100, ln 100] = [-4.605, 4.605] after every update, so no gate saturates beyond recall:
+keep probabilities stay within [0.047, 0.998] and a gradient can still move every gate.
 """
 
 from __future__ import annotations
@@ -42,6 +47,14 @@ def init_log_alpha(droprate: float) -> float:
     if not 0 < droprate < 1:
         raise ValueError(f"gate init droprate must be in (0, 1), got {droprate}")
     return math.log(1 - droprate) - math.log(droprate)
+
+
+def clamp_log_alpha(log_alpha: torch.Tensor, limit: float) -> torch.Tensor:
+    """log_alpha clamped to [-limit, limit] (out of place; ``EncoderGates.constrain_`` applies
+    it in place after each gate update). E.g. limit ln 100: 10.0 -> 4.605, -7 -> -4.605."""
+    if not limit > 0:
+        raise ValueError(f"log_alpha limit must be > 0, got {limit}")
+    return log_alpha.clamp(-limit, limit)
 
 
 def uniform_noise(shape, *, generator: torch.Generator | None = None, device=None,

@@ -17,19 +17,31 @@ from asymprune.nash.params import EncoderDims
 
 
 class EncoderGates(nn.Module):
-    """log_alpha for every encoder head, (layers, heads), and every FFN unit, (layers, d_ff)."""
+    """log_alpha for every encoder head, (layers, heads), and every FFN unit, (layers, d_ff).
 
-    def __init__(self, dims: EncoderDims, init_droprate: float = 0.5, init_std: float = 0.01,
+    Initialised as the released L0Module does: heads at log_alpha ~ N(10, 0.01^2) (keep
+    probability sigmoid(10 + (2/3) ln 11) = 0.99999: every head starts on; the first clamp
+    brings them to ln 100 = 4.605, keep 0.998) and FFN units at ~ N(log(1-p) - log(p), 0.01^2)
+    (p = 0.5: log_alpha 0, keep 0.832).
+    """
+
+    def __init__(self, dims: EncoderDims, head_init_log_alpha: float = 10.0,
+                 ffn_init_droprate: float = 0.5, init_std: float = 0.01,
                  temperature: float = gates.TEMPERATURE):
         super().__init__()
         self.dims = dims
         self.temperature = temperature
-        mean = gates.init_log_alpha(init_droprate)
         self.head_log_alpha = nn.Parameter(torch.empty(dims.n_layers, dims.n_heads))
         self.ffn_log_alpha = nn.Parameter(torch.empty(dims.n_layers, dims.d_ff))
         with torch.no_grad():
-            for p in (self.head_log_alpha, self.ffn_log_alpha):
-                p.normal_(mean, init_std)
+            self.head_log_alpha.normal_(head_init_log_alpha, init_std)
+            self.ffn_log_alpha.normal_(gates.init_log_alpha(ffn_init_droprate), init_std)
+
+    @torch.no_grad()
+    def constrain_(self, limit: float) -> None:
+        """Clamp every log_alpha to [-limit, limit] in place (after each gate update)."""
+        for p in (self.head_log_alpha, self.ffn_log_alpha):
+            p.copy_(gates.clamp_log_alpha(p, limit))
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Training masks: one hard-concrete sample per unit (shared by the batch)."""

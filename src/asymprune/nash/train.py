@@ -6,31 +6,48 @@ pruning. The pruned model still needs the final fine-tuning (``asymprune.finetun
         --variant nash-d3-uniform-l0s30 \\
         --output results/P/models/S/D/nash-d3-uniform-l0s30/pruned \\
         --checkpoint-dir results/P/checkpoints/S/D/nash-d3-uniform-l0s30/nash
+    # on N GPUs (DDP): python -m torch.distributed.run --standalone --nproc_per_node N \\
+    #     -m asymprune.nash ...   (same flags; the effective batch stays the same)
 
 1. Student = teacher with D decoder blocks of ``--variant nash-dD-...`` (``layers.select_k``: uniform
    floor((L-1)/(k-1) j), low, high; ``surgery.keep_blocks`` moves the position bias).
    Encoder mode ``layerss{P}`` keeps round((1 - t) L) uniformly chosen encoder blocks instead
    (``asymprune.variants.NashVariant.blocks``).
-2. Training (paper section 4.3): KL(teacher || student) on target tokens + 0.001 x encoder
-   hidden-state MSE (same layers) + 0.001 x decoder hidden-state MSE (student layer j vs the
-   teacher layer it was copied from) + R = l1 (s - t) + l2 (s - t)^2 (encoder mode ``l0s{P}``),
-   with t warmed up linearly from 0 over the first ``sparsity_warmup_fraction`` of the steps
-   (Table 8, XSum/CNN-DM: reached after 2 of 3 epochs, 0.6667).
-   Optimisers: AdamW over the weights (lr 3e-5, Table 8) and the gates (lr 0.01, CoFi's
-   convention: gates share the regulariser's learning rate), and a second AdamW with
-   ``maximize=True`` over (l1, l2) (lr 0.01, Table 8): gradient ascent on the multipliers.
-   A hand-written loop rather than a Trainer subclass: a frozen teacher forward, a loss built
-   from hooks on both models, two optimisers (one ascending) and gate state all have to be
-   checkpointed together; the Trainer would need overrides of its loss, optimiser creation,
-   checkpoint save and load, i.e. most of what it does.
+2. Training (paper section 4.3): KL(teacher || student) at temperature 2 on target tokens
+   + 0.001 x encoder hidden-state MSE (same layers) + 0.001 x decoder hidden-state MSE (student
+   layer j vs the teacher layer it was copied from) + R = l1 (s - t) + l2 (s - t)^2 (encoder
+   mode ``l0s{P}``), with t warmed up linearly from 0 over the first
+   ``sparsity_warmup_fraction`` of the steps. As the released code: AdamW over the weights
+   (lr 3e-5, linear decay, shared embedding frozen), a second AdamW over the gates (lr 0.01,
+   log_alpha clamped to +-ln 100 after each update; heads start at log_alpha 10, FFN units
+   at 0) and a third, ``maximize=True``, over (l1, l2) (lr 0.01): gradient ascent on the
+   multipliers.
 3. Deterministic masks (``gates.deterministic_masks``: each layer keeps its expected number
    of units, highest log_alpha first, then units are moved until the sparsity is within
-   ``--sparsity-tolerance`` of the target) and physical pruning (``nash.prune``); the stage
-   checks that the masked and the pruned student give the same logits (max |diff| <= 1e-4).
+   ``sparsity_tolerance`` of the target; the sidecar records the gates' own expected sparsity,
+   the rounded masks' sparsity and the moved units) and physical pruning (``nash.prune``); the
+   stage checks that the masked and the pruned student give the same logits (max |diff| <= 1e-4).
 
-Checkpoints (``--checkpoint-dir``, step-NNNNNNNN/state.pt, newest two kept) hold the student,
-gates, multipliers, both optimisers, the AMP scaler, RNG state, the loss history and the step;
-a rerun resumes from the newest. SIGTERM saves a checkpoint and exits 143.
+The run is a recipe (torchtune's shape): ``NashRecipe.setup`` / ``train_step`` / ``save`` /
+``load`` / ``finish`` / ``cleanup``. It is a hand-written loop rather than a Trainer subclass:
+a frozen teacher forward, a loss built from hooks on both models, three optimisers (one
+ascending) and gate state all have to be checkpointed together; the Trainer would need
+overrides of its loss, optimiser creation, checkpoint save and load, i.e. most of what it does.
+``accelerate`` provides the devices, DDP and the collectives.
+
+Under N processes every optimizer step still consumes ``effective_batch_size`` examples: each
+process reads its own share (``nash.data``), DDP all-reduces the weights' and gates' gradients,
+the multipliers' gradients are averaged by hand (they are outside DDP), so every process steps
+identically (checked at the end). Only process 0 writes checkpoints, the output folder and
+the sidecar; the others wait at a barrier.
+
+Checkpoints (``--checkpoint-dir``, step-NNNNNNNN/state.pt, newest two kept, written whole or
+not at all) hold the student, gates, multipliers, the three optimisers, the scheduler, the AMP
+scaler, every process's RNG state, the loss history and the step (which fixes the data
+position); a rerun resumes from the newest, one written under other settings, code or number
+of processes is discarded. SIGTERM saves a checkpoint and exits 143. ``--batch-divisor K``
+(an OOM retry) divides the per-device batch by K and multiplies accumulation by K: the same
+examples per step, and the checkpoints stay resumable.
 """
 
 from __future__ import annotations
@@ -40,20 +57,28 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import shutil
 import signal
 import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import gather_object
 from torch import nn
+from transformers import DataCollatorForSeq2Seq, get_scheduler
 
 from asymprune import settings, variants
-from asymprune.artifacts import atomic_dir, read_jsonl, write_jsonl
+from asymprune.layers import SIXTHS_STRATEGIES
+from asymprune.artifacts import atomic_dir, write_jsonl
 from asymprune.checkpoints import discard_stale, fingerprint
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.nash import gates
-from asymprune.nash.loss import hidden_mse, kl_distill, total_loss
+from asymprune.nash.data import (ExampleStream, batch_plan, micro_batch_positions, tokenized,
+                                 total_steps)
+from asymprune.nash.loss import cross_entropy, hidden_mse, kl_distill, total_loss
 from asymprune.nash.masking import EncoderGates, EncoderMasks, masks_from_indices
 from asymprune.nash.params import EncoderDims, encoder_prunable_params, sparsity
 from asymprune.nash.prune import encoder_widths, prune_encoder
@@ -66,9 +91,12 @@ EXIT_PREEMPTED = 143          # 128 + SIGTERM(15)
 MASK_CHECK_ATOL = 1e-4        # masked vs physically pruned logits
 KEEP_CHECKPOINTS = 2
 # Arguments that do not change what is trained: a checkpoint written under other values of
-# these is still resumable.
+# these is still resumable (the batch divisor splits the same examples differently; the
+# tolerances and the validation size only act after training).
 FINGERPRINT_EXCLUDE = {"output", "checkpoint_dir", "save_steps", "logging_steps", "device",
-                       "config_key"}
+                       "config_key", "batch_divisor", "sparsity_tolerance",
+                       "gate_miss_tolerance", "max_eval_samples"}
+TERM_KEYS = ("kl", "ce", "enc_mse", "dec_mse", "distill")   # summed over micro-batches
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -83,12 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--variant", required=True,
                    help=f"NASH variant id, {variants.NASH_GRAMMAR} (asymprune.variants), e.g. "
                         f"nash-d3-uniform-l0s30: 3 decoder blocks chosen uniformly "
-                        f"floor((L-1)/(k-1) j), encoder heads + FFN units L0-pruned to 30 %%")
+                        f"floor((L-1)/(k-1) j), encoder heads + FFN units L0-pruned to 30 %%; "
+                        f"or an equal-budget baseline, {variants.BASELINE_GRAMMAR}, e.g. "
+                        f"e6d2-kd: e6d2's blocks trained here without gates")
+    m.add_argument("--sixths-selection", choices=SIXTHS_STRATEGIES, default="auto",
+                   help="for an equal-budget baseline: how sixths become blocks (the "
+                        "workflow's layer_selection; default %(default)s)")
     d = p.add_argument_group("data")
     d.add_argument("--train-file", required=True, type=Path, help="train.jsonl (id, source, target)")
     d.add_argument("--validation-file", required=True, type=Path,
                    help="validation.jsonl: the pruned model's CE / KL are reported on it")
     r = p.add_argument_group("run")
+    r.add_argument("--batch-divisor", type=int, default=1,
+                   help="divide the per-device batch by this and multiply accumulation by it "
+                        "(OOM retries); the effective batch is unchanged")
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     o = p.add_argument_group("outputs")
     o.add_argument("--output", required=True, type=Path,
@@ -104,70 +140,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     settings.resolve(settings.NashTrain, args, p)
     try:
-        v = variants.parse_nash(args.variant)
+        v = variants.parse_nash_stage(args.variant)
     except ValueError as e:
         p.error(f"--variant: {e}")
     # what the id fixes, as plain attributes for the training code and the sidecar
-    args.decoder_layers, args.layer_selection = v.decoder_layers, v.layer_selection
-    args.encoder_mode, args.target_sparsity = v.encoder_mode, v.target_sparsity
+    if isinstance(v, variants.BaselineVariant):
+        # An equal-budget baseline: the depth variant's blocks, no gates, the same steps and
+        # batches; kd keeps the distillation objective, ce trains on the labels alone.
+        args.encoder_mode, args.target_sparsity = "none", 0.0
+        if v.objective == "ce":
+            args.prediction_loss, args.distill_enc, args.distill_dec = "ce", 0.0, 0.0
+    else:
+        args.encoder_mode, args.target_sparsity = v.encoder_mode, v.target_sparsity
     if args.gate_learning_rate is None:
         args.gate_learning_rate = args.reg_learning_rate
+    if args.batch_divisor < 1:
+        p.error(f"--batch-divisor must be >= 1, got {args.batch_divisor}")
     for flag in ("train_file", "validation_file"):
         if not getattr(args, flag).is_file():
             p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} does not exist")
     return args
 
 
+def student_blocks(args: argparse.Namespace, n_enc: int,
+                   n_dec: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(encoder, decoder) blocks of the teacher the student keeps: a NASH variant's selection,
+    or an equal-budget baseline's depth variant by ``--sixths-selection`` (the blocks its
+    re-fine-tuned twin keeps)."""
+    v = variants.parse_nash_stage(args.variant)
+    if isinstance(v, variants.BaselineVariant):
+        return v.blocks(n_enc, n_dec, args.sixths_selection)
+    return v.blocks(n_enc, n_dec)
+
+
+def settings_key(args: argparse.Namespace) -> str:
+    """How errors name a setting: ``config key nash.train.<field>`` from the workflow,
+    ``setting <field>`` from a command line without ``--config-key``."""
+    return f"config key {args.config_key}." if args.config_key else "setting "
+
+
 # ---------------------------------------------------------------------------------------------
-# data
+# model
 
 
-def load_split(path: Path, tokenizer, args, limit: int | None) -> list[tuple[list[int], list[int]]]:
-    rows = read_jsonl(path)
-    if limit:
-        rows = rows[:limit]
-    if not rows:
-        raise ValueError(f"{path} has no examples")
-    for i, r in enumerate(rows):
-        if not isinstance(r.get("source"), str) or not isinstance(r.get("target"), str):
-            raise ValueError(f"{path} row {i} needs string 'source' and 'target' fields")
-    src = tokenizer([r["source"] for r in rows], max_length=args.max_source_length,
-                    truncation=True)["input_ids"]
-    tgt = tokenizer(text_target=[r["target"] for r in rows], max_length=args.max_target_length,
-                    truncation=True)["input_ids"]
-    return list(zip(src, tgt))
-
-
-def collate(examples, pad_id: int, device) -> dict[str, torch.Tensor]:
-    n_src = max(len(s) for s, _ in examples)
-    n_tgt = max(len(t) for _, t in examples)
-    ids = torch.full((len(examples), n_src), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), n_src), dtype=torch.long)
-    labels = torch.full((len(examples), n_tgt), -100, dtype=torch.long)
-    for i, (s, t) in enumerate(examples):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-        labels[i, :len(t)] = torch.tensor(t)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-            "labels": labels.to(device)}
-
-
-class MicroBatches:
-    """Micro-batch m of an endless stream of epochs, each a permutation drawn from
-    seed + epoch: any position is reachable directly, so a resumed run sees the same data.
-    E.g. 64 examples, batch 4: 16 micro-batches per epoch; m = 37 is epoch 2, batch 5."""
-
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.per_epoch = math.ceil(n / batch_size)
-        self._epoch, self._perm = -1, None
-
-    def indices(self, m: int) -> list[int]:
-        epoch, b = divmod(m, self.per_epoch)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).tolist()
-        return self._perm[b * self.batch_size:(b + 1) * self.batch_size]
+def freeze_embeddings(model) -> int:
+    """Freeze the shared token embedding (the encoder's and decoder's ``embed_tokens`` are the
+    same tensor; so is ``lm_head`` when tied), as the released code leaves ``shared`` and
+    ``embed_tokens`` out of its optimizer. Returns the number of frozen parameters."""
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    return weight.numel()
 
 
 class BlockOutputs:
@@ -189,8 +211,26 @@ class BlockOutputs:
             h.remove()
 
 
-# ---------------------------------------------------------------------------------------------
-# model
+class GatedStudent(nn.Module):
+    """The student and its encoder gates as one module, so that DDP all-reduces the weights'
+    and the gates' gradients together. ``forward`` draws one hard-concrete mask per unit
+    (shared by the batch, as the released code) and returns (logits, expected sparsity); the
+    gate math runs in fp32 whatever the autocast (a bf16 sigmoid would round s_hat to ~0.4 %)."""
+
+    def __init__(self, student, gate_module: EncoderGates | None):
+        super().__init__()
+        self.student, self.gates = student, gate_module
+        self.masks = EncoderMasks(student, gate_module.dims) if gate_module is not None else None
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids):
+        s_hat = None
+        if self.gates is not None:
+            with torch.autocast(input_ids.device.type, enabled=False):
+                self.masks.set(*self.gates.sample())
+                s_hat = self.gates.expected_sparsity()
+        logits = self.student(input_ids=input_ids, attention_mask=attention_mask,
+                              decoder_input_ids=decoder_input_ids).logits
+        return logits, s_hat
 
 
 def reached_sparsity(student, dims: EncoderDims) -> tuple[float, int]:
@@ -203,41 +243,47 @@ def reached_sparsity(student, dims: EncoderDims) -> tuple[float, int]:
 class NashObjective:
     """The loss of one micro-batch, term by term (section 4.3).
 
-    Hooks on every block of both models collect the hidden states; ``terms`` returns
-    {loss, kl, enc_mse, dec_mse, ce[, reg, expected_sparsity]}: ``ce`` (the student's
-    cross-entropy on the labels) is logged only, the paper's objective has no CE term.
+    Hooks on every block of both models collect the hidden states. ``terms`` returns
+    {kl, ce, enc_mse, dec_mse, distill, loss[, reg, expected_sparsity]}: ``distill`` =
+    L_pred + l_enc L_h^enc + l_dec L_h^dec (L_pred: ``kl`` or ``ce`` by ``prediction_loss``),
+    ``loss`` = distill + R. Token averages are over ``target_tokens`` / ``source_tokens``
+    (the whole optimizer step's counts, ``nash.loss``), else over this batch's.
+    ``forward`` is the (possibly DDP-wrapped) :class:`GatedStudent`.
     """
 
-    def __init__(self, student, teacher, enc_pairs, dec_pairs, args, *, gate_module=None,
-                 masks=None, lambdas=None):
-        self.student, self.teacher = student, teacher
+    def __init__(self, forward, student, teacher, enc_pairs, dec_pairs, args, lambdas=None):
+        self.forward, self.student, self.teacher = forward, student, teacher
         self.enc_pairs, self.dec_pairs = list(enc_pairs), list(dec_pairs)
-        self.args = args
-        self.gate_module, self.masks, self.lambdas = gate_module, masks, lambdas
+        self.args, self.lambdas = args, lambdas
         self.t_enc, self.t_dec = BlockOutputs(teacher.encoder), BlockOutputs(teacher.decoder)
         self.s_enc, self.s_dec = BlockOutputs(student.encoder), BlockOutputs(student.decoder)
 
-    def terms(self, batch, target: float, autocast=contextlib.nullcontext) -> dict:
+    def terms(self, batch, target: float, target_tokens=None, source_tokens=None,
+              autocast=contextlib.nullcontext) -> dict:
         args = self.args
-        tok = batch["labels"] != -100
+        labels = batch["labels"]
+        tok = labels != -100
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "decoder_input_ids")}
         with torch.no_grad(), autocast():
-            t_logits = self.teacher(**batch).logits
+            t_logits = self.teacher(**inputs).logits
         t_h_enc, t_h_dec = self.t_enc.take(), self.t_dec.take()
-        if self.gate_module is not None:
-            self.masks.set(*self.gate_module.sample())
         with autocast():
-            out = self.student(**batch)
-        kl = kl_distill(out.logits, t_logits, tok, args.kl_temperature, args.kl_direction)
-        enc_mse = hidden_mse(self.s_enc.take(), t_h_enc, self.enc_pairs,
-                             batch["attention_mask"].bool())
-        dec_mse = hidden_mse(self.s_dec.take(), t_h_dec, self.dec_pairs, tok)
-        terms = {"kl": kl, "enc_mse": enc_mse, "dec_mse": dec_mse, "ce": out.loss}
-        reg = None
-        if self.gate_module is not None:
-            s_hat = self.gate_module.expected_sparsity()
+            logits, s_hat = self.forward(**inputs)
+        terms = {
+            "kl": kl_distill(logits, t_logits, tok, args.kl_temperature, args.kl_direction,
+                             tokens=target_tokens),
+            "ce": cross_entropy(logits, labels, tokens=target_tokens),
+            "enc_mse": hidden_mse(self.s_enc.take(), t_h_enc, self.enc_pairs,
+                                  batch["attention_mask"].bool(), tokens=source_tokens),
+            "dec_mse": hidden_mse(self.s_dec.take(), t_h_dec, self.dec_pairs, tok,
+                                  tokens=target_tokens),
+        }
+        terms["distill"] = total_loss(terms[args.prediction_loss], terms["enc_mse"],
+                                      terms["dec_mse"], None, args.distill_enc, args.distill_dec)
+        terms["loss"] = terms["distill"]
+        if s_hat is not None:
             reg = gates.lagrangian(s_hat, target, self.lambdas[0], self.lambdas[1])
-            terms.update(reg=reg, expected_sparsity=s_hat)
-        terms["loss"] = total_loss(kl, enc_mse, dec_mse, reg, args.distill_enc, args.distill_dec)
+            terms.update(reg=reg, expected_sparsity=s_hat, loss=terms["distill"] + reg)
         return terms
 
     def remove_hooks(self) -> None:
@@ -249,17 +295,15 @@ class NashObjective:
 # checkpoints
 
 
-def newest_checkpoint(ckpt: Path, fp: dict) -> Path | None:
-    """Newest complete checkpoint after discarding those written with other settings or code."""
-    discard_stale(ckpt, fp, "step-*")
-    done = [p for p in _step_dirs(ckpt) if (p / "state.pt").is_file()]
-    return done[-1] if done else None
-
-
 def _step_dirs(ckpt: Path) -> list[Path]:
     """Finished checkpoint folders, oldest first (``step-NNNNNNNN.tmp-PID`` is a save that
     was cut off: atomic_dir renames only complete ones)."""
     return sorted(p for p in ckpt.glob("step-*") if ".tmp-" not in p.name)
+
+
+def newest_checkpoint(ckpt: Path) -> Path | None:
+    done = [p for p in _step_dirs(ckpt) if (p / "state.pt").is_file()]
+    return done[-1] if done else None
 
 
 def save_checkpoint(ckpt: Path, step: int, state: dict) -> Path:
@@ -292,20 +336,19 @@ def sigterm_flag():
 
 
 @torch.no_grad()
-def evaluate(student, teacher, data, args, pad_id, device) -> dict[str, float]:
+def evaluate(student, teacher, data, collate, batch_size: int, args) -> dict[str, float]:
     """Token-averaged CE (labels) and KL to the teacher of the student on ``data``."""
     student.eval()
     ce_sum = kl_sum = 0.0
     tokens = 0
-    for i in range(0, len(data), args.batch_size):
-        batch = collate(data[i:i + args.batch_size], pad_id, device)
-        s = student(**batch)
-        t = teacher(**batch)
-        mask = batch["labels"] != -100
+    for i in range(0, len(data), batch_size):
+        batch = collate(data[i:i + batch_size])
+        labels = batch.pop("labels")
+        s, t = student(**batch).logits, teacher(**batch).logits
+        mask = labels != -100
         n = int(mask.sum())
-        ce_sum += float(s.loss) * n
-        kl_sum += float(kl_distill(s.logits, t.logits, mask, args.kl_temperature,
-                                   args.kl_direction)) * n
+        ce_sum += float(cross_entropy(s, labels)) * n
+        kl_sum += float(kl_distill(s, t, mask, args.kl_temperature, args.kl_direction)) * n
         tokens += n
     return {"ce": ce_sum / tokens, "kl": kl_sum / tokens, "tokens": tokens}
 
@@ -320,211 +363,392 @@ def summarize_history(history: list[dict]) -> dict:
             "tail_steps": [tail[0]["step"], tail[-1]["step"]]}
 
 
+def sparsity_report(expected: float, info: dict, target: float, miss_tolerance: float) -> dict:
+    """The sidecar's account of how the encoder reached its sparsity, as plain fields.
+
+    ``gates_missed_target`` judges the gates alone (before the deterministic mask moves units
+    to meet the budget), e.g. target 0.30, expected 0.27, tolerance 0.02: missed (3 points)."""
+    return {"expected_sparsity_final": expected,
+            "mask_sparsity_before_adjustment": info["sparsity_rounded"],
+            "adjustment_units_removed": info["removed"],
+            "adjustment_units_restored": info["restored"],
+            "gates_missed_target": abs(expected - target) > miss_tolerance}
+
+
 # ---------------------------------------------------------------------------------------------
-# the stage
+# the recipe
+
+
+class NashRecipe:
+    """One NASH run: ``setup`` (devices, models, data, optimisers, resume), ``train`` (the loop
+    of ``train_step``, with ``save`` and SIGTERM), ``finish`` (masks, pruning, outputs) and
+    ``cleanup``. Every process runs every method; only process 0 writes files."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.t0 = time.time()
+        self.step, self.history, self.resumed = 0, [], None
+        self.objective = None
+        self.accelerator = None
+
+    # ---- setup
+
+    def setup(self) -> None:
+        args = self.args
+        device = resolve_device(args.device)
+        if args.precision == "fp16" and device.type != "cuda":
+            raise ValueError("--precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+        # One Python process may run several stages (the tests do); the HF Trainer resets
+        # accelerate's process-wide state the same way before building its own.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        # Mixed precision stays ours (torch.autocast + one GradScaler): accelerate's wrapped
+        # optimizers would update the scale between our three optimisers' steps.
+        acc = self.accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+        self.device, self.world, self.rank = acc.device, acc.num_processes, acc.process_index
+        self.per_device, self.accum = batch_plan(
+            args.effective_batch_size, args.per_device_batch_size, args.batch_divisor,
+            self.world, settings_key(args))
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16,
+                          "fp16": torch.float16}[args.precision]
+        torch.manual_seed(args.seed)   # every process alike: DDP starts them equal anyway
+
+        self.tokenizer = load_tokenizer(args.teacher)
+        self.teacher = load_model(args.teacher).to(self.device).eval().requires_grad_(False)
+        self.dims = EncoderDims.from_config(self.teacher.config)
+        n_enc, n_dec = len(self.teacher.encoder.block), len(self.teacher.decoder.block)
+        self.enc_blocks, self.dec_blocks = student_blocks(args, n_enc, n_dec)
+        self.student = keep_blocks(copy.deepcopy(self.teacher), self.enc_blocks,
+                                   self.dec_blocks).train().requires_grad_(True)
+        self.frozen = freeze_embeddings(self.student) if args.freeze_embeddings else 0
+
+        self.train_data = tokenized(args.train_file, self.tokenizer, args.max_source_length,
+                                    args.max_target_length, args.max_train_samples)
+        self.valid_data = tokenized(args.validation_file, self.tokenizer, args.max_source_length,
+                                    args.max_target_length, args.max_eval_samples)
+        # the collator also builds decoder_input_ids (labels shifted right) from the teacher
+        collator = DataCollatorForSeq2Seq(
+            self.tokenizer, model=self.teacher, label_pad_token_id=-100,
+            pad_to_multiple_of=8 if self.device.type == "cuda" else None)
+        self.collate = lambda rows: collator(rows).to(self.device)
+        self.stream = ExampleStream(len(self.train_data), args.seed)
+        self.total = total_steps(args.epochs, args.max_steps, len(self.train_data),
+                                 args.effective_batch_size)
+        self.warmup = round(args.sparsity_warmup_fraction * self.total)
+
+        self.l0 = args.encoder_mode == "l0"
+        self.gate_module = (EncoderGates(self.dims, args.head_gate_init_log_alpha,
+                                         args.ffn_gate_init_droprate,
+                                         temperature=args.gate_temperature).to(self.device)
+                            if self.l0 else None)
+        self.model = GatedStudent(self.student, self.gate_module)
+        self.lambdas = nn.Parameter(torch.zeros(2, device=self.device))   # (lambda_1, lambda_2)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.student.parameters() if p.requires_grad], lr=args.learning_rate,
+            weight_decay=args.weight_decay)
+        self.scheduler = get_scheduler(args.lr_scheduler, self.optimizer,
+                                       num_warmup_steps=args.warmup_steps,
+                                       num_training_steps=self.total)
+        self.gate_opt = (torch.optim.AdamW(self.gate_module.parameters(),
+                                           lr=args.gate_learning_rate, weight_decay=0.0)
+                         if self.l0 else None)
+        # maximize=True: the multipliers climb the Lagrangian while everything else descends it
+        self.lambda_opt = torch.optim.AdamW([self.lambdas], lr=args.reg_learning_rate,
+                                            weight_decay=0.0, maximize=True)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
+
+        fp_args = argparse.Namespace(**vars(args), world_size=self.world)
+        if acc.is_main_process:   # RNG states are per process: another world size starts over
+            discard_stale(args.checkpoint_dir, fingerprint(fp_args, FINGERPRINT_EXCLUDE, "nash"),
+                          "step-*")
+        acc.wait_for_everyone()
+        self.resumed = newest_checkpoint(args.checkpoint_dir)
+        if self.resumed is not None:
+            self.load(self.resumed)
+        # after loading: DDP broadcasts process 0's weights, equal on every process by now
+        self.ddp = acc.prepare(self.model)
+        self.objective = NashObjective(self.ddp, self.student, self.teacher,
+                                       list(enumerate(self.enc_blocks)),
+                                       list(enumerate(self.dec_blocks)), args, self.lambdas)
+        log.info("%d process(es): %d per device x %d accumulation x %d = %d examples per step; "
+                 "%d steps", self.world, self.per_device, self.accum, self.world,
+                 args.effective_batch_size, self.total)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ---- one optimizer step
+
+    def train_step(self) -> dict[str, float]:
+        """Forward/backward over this process's micro-batches of the current step, then one
+        step of each optimiser. Returns the step's terms over the whole effective batch."""
+        args, acc, step = self.args, self.accelerator, self.step
+        target = gates.target_at(step, args.target_sparsity, self.warmup) if self.l0 else 0.0
+        batches = [self.collate([self.train_data[i] for i in self.stream.indices(pos)])
+                   for pos in micro_batch_positions(step, args.effective_batch_size,
+                                                    self.per_device, self.accum, self.rank)]
+        counts = torch.tensor([[float((b["labels"] != -100).sum()),
+                                float(b["attention_mask"].sum()), float(len(b["labels"]))]
+                               for b in batches], dtype=torch.float64, device=self.device)
+        target_tokens, source_tokens, _ = acc.reduce(counts.sum(0), "sum")
+        sums = torch.zeros(len(TERM_KEYS) + 1, dtype=torch.float64, device=self.device)
+        sums[-1] = counts[:, 2].sum()
+        terms = {}
+        for i, batch in enumerate(batches):
+            # gradients are all-reduced once, after the last micro-batch
+            sync = contextlib.nullcontext() if i == len(batches) - 1 else acc.no_sync(self.ddp)
+            with sync:
+                terms = self.objective.terms(batch, target, target_tokens, source_tokens,
+                                             self.autocast)
+                # the terms are this process's share of the step's token averages (its sums
+                # / the step's token counts) and DDP averages gradients over the processes:
+                # x world. R is one term per step: / accumulation on each micro-batch.
+                loss = self.world * terms["distill"]
+                if "reg" in terms:
+                    loss = loss + terms["reg"] / self.accum
+                self.scaler.scale(loss).backward()
+            sums[:-1] += torch.stack([terms[k].detach().double() for k in TERM_KEYS])
+        sums = acc.reduce(sums, "sum")
+        entry = {"step": step + 1, **{k: float(v) for k, v in zip(TERM_KEYS, sums)},
+                 "examples": int(sums[-1]), "target_tokens": int(target_tokens),
+                 "lr": self.scheduler.get_last_lr()[0]}
+        entry["loss"] = entry["distill"]
+        if self.l0:
+            entry.update(reg=float(terms["reg"].detach()), target=target,
+                         expected_sparsity=float(terms["expected_sparsity"].detach()))
+            entry["loss"] += entry["reg"]
+        if not all(map(math.isfinite, entry.values())):   # equal sums everywhere: all raise
+            raise NonFiniteLoss(
+                f"non-finite NASH loss at optimizer step {step + 1}: "
+                + ", ".join(f"{k} {v}" for k, v in entry.items() if k != "step")
+                + "; lower the learning rates or use fp32")
+        if self.l0:   # outside DDP: average by hand, so every process ascends alike
+            self.lambdas.grad = acc.reduce(self.lambdas.grad, "mean")
+        if args.max_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.student.parameters() if p.requires_grad], args.max_grad_norm)
+        for opt in (self.optimizer, self.gate_opt, self.lambda_opt if self.l0 else None):
+            if opt is not None:
+                self.scaler.step(opt)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.l0:
+            self.gate_module.constrain_(args.log_alpha_limit)
+            entry.update(lambda_1=float(self.lambdas[0].detach()),
+                         lambda_2=float(self.lambdas[1].detach()))
+        for opt in (self.optimizer, self.gate_opt, self.lambda_opt):
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return entry
+
+    def train(self, on_step=None) -> int | None:
+        """Steps until the end; EXIT_PREEMPTED after a SIGTERM (checkpoint saved).
+        ``on_step(step)`` is called after each optimizer step (tests interrupt runs with it)."""
+        args, acc = self.args, self.accelerator
+        with sigterm_flag() as preempted:
+            self.student.train()
+            while self.step < self.total:
+                entry = self.train_step()
+                step = self.step
+                if step % args.logging_steps == 0 or step == self.total or step == 1:
+                    self.history.append(entry)
+                    log.info("step %d/%d %s", step, self.total,
+                             " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
+                if on_step is not None:
+                    on_step(step)
+                # a SIGTERM may reach the processes at different steps: stop them at one
+                stop = bool(acc.reduce(torch.tensor([float(preempted[0])],
+                                                    device=self.device), "sum") > 0)
+                if step % args.save_steps == 0 or step == self.total or stop:
+                    self.save()
+                if stop:
+                    log.warning("stopped by SIGTERM at step %d; rerun to resume", step)
+                    return EXIT_PREEMPTED
+        self.check_in_sync()
+        return None
+
+    def check_in_sync(self) -> None:
+        """Every process must end with the same weights, gates and multipliers (DDP and the
+        hand-averaged multiplier gradients guarantee it; a drift would be a bug)."""
+        groups = [list(self.student.parameters()), [self.lambdas]]
+        if self.l0:
+            groups.append(list(self.gate_module.parameters()))
+        sums = torch.stack([sum(p.detach().double().sum() for p in g) for g in groups])
+        every = self.accelerator.gather(sums).view(self.world, -1)
+        if not bool((every == every[0]).all()):
+            raise RuntimeError(f"processes ended training out of sync (parameter sums per "
+                               f"process: weights, multipliers, gates = {every.tolist()})")
+
+    # ---- checkpoints
+
+    def save(self) -> None:
+        rng = [torch.get_rng_state(),
+               torch.cuda.get_rng_state() if self.device.type == "cuda" else None]
+        rngs = gather_object([rng])          # a collective: every process takes part
+        if self.accelerator.is_main_process:
+            save_checkpoint(self.args.checkpoint_dir, self.step, {
+                "step": self.step, "student": self.student.state_dict(),
+                "gates": self.gate_module.state_dict() if self.l0 else None,
+                "lambdas": self.lambdas.detach(), "optimizer": self.optimizer.state_dict(),
+                "gate_optimizer": self.gate_opt.state_dict() if self.l0 else None,
+                "lambda_optimizer": self.lambda_opt.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rngs, "history": self.history})
+        # nobody goes on (or exits) before the checkpoint is complete
+        self.accelerator.wait_for_everyone()
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        if len(state["rng"]) != self.world:
+            raise RuntimeError(f"{path} was written by {len(state['rng'])} processes, this run "
+                               f"has {self.world}; its fingerprint should have discarded it")
+        self.student.load_state_dict(state["student"])
+        if self.l0:
+            self.gate_module.load_state_dict(state["gates"])
+            self.gate_opt.load_state_dict(state["gate_optimizer"])
+        with torch.no_grad():
+            self.lambdas.copy_(state["lambdas"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lambda_opt.load_state_dict(state["lambda_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        rng_cpu, rng_cuda = state["rng"][self.rank]
+        torch.set_rng_state(rng_cpu)
+        if rng_cuda is not None:
+            torch.cuda.set_rng_state(rng_cuda)
+        self.step, self.history = state["step"], state["history"]
+        log.info("resumed from %s (step %d of %d)", path, self.step, self.total)
+
+    # ---- masks, physical pruning, outputs
+
+    def finish(self) -> int:
+        """Process 0 prunes, evaluates and writes ``--output``; the others wait for it."""
+        if self.accelerator.is_main_process:
+            self.write_output()
+        self.accelerator.wait_for_everyone()
+        return 0
+
+    def write_output(self) -> None:
+        args, student, dims = self.args, self.student, self.dims
+        self.objective.remove_hooks()
+        student.eval()
+        report: dict = {}
+        mask_check = None
+        kept_heads = kept_units = None
+        if self.l0:
+            expected = float(self.gate_module.expected_sparsity().detach())
+            kept_heads, kept_units, info = self.gate_module.deterministic(
+                args.target_sparsity, args.sparsity_tolerance)
+            report = sparsity_report(expected, info, args.target_sparsity,
+                                     args.gate_miss_tolerance)
+            if report["gates_missed_target"]:
+                log.warning("the gates' expected sparsity %.4f is %.1f points off the target "
+                            "%.2f (more than gate_miss_tolerance %.3f; train longer or raise "
+                            "reg_learning_rate); the per-layer rounded mask is at %.4f, the "
+                            "adjustment removed %d / restored %d units to reach %.4f",
+                            expected, 100 * abs(expected - args.target_sparsity),
+                            args.target_sparsity, args.gate_miss_tolerance,
+                            info["sparsity_rounded"], info["removed"], info["restored"],
+                            info["sparsity"])
+            check = self.collate(self.valid_data[:self.per_device])
+            check.pop("labels")
+            masks = self.model.masks
+            with torch.no_grad():
+                masks.set(*masks_from_indices(kept_heads, kept_units, dims, self.device))
+                masked_logits = student(**check).logits
+            masks.remove()
+            prune_encoder(student, kept_heads, kept_units)
+            with torch.no_grad():
+                pruned_logits = student(**check).logits
+            mask_check = float((masked_logits - pruned_logits).abs().max())
+            if mask_check > MASK_CHECK_ATOL:
+                raise RuntimeError(f"physically pruned logits differ from the masked model's "
+                                   f"by {mask_check:.3g} > {MASK_CHECK_ATOL}: the head/FFN "
+                                   f"surgery is wrong")
+        reached, kept_params = reached_sparsity(student, dims)
+        if self.l0 and abs(reached - args.target_sparsity) > args.sparsity_tolerance:
+            raise RuntimeError(f"reached sparsity {reached:.4f} is off the target "
+                               f"{args.target_sparsity} by more than {args.sparsity_tolerance}")
+        heads, units = encoder_widths(student)
+        metrics = evaluate(student, self.teacher, self.valid_data, self.collate,
+                           self.per_device, args)
+        n_dec = len(self.teacher.decoder.block)
+        print(f"{args.variant}: encoder sparsity reached {reached:.4f} (target "
+              f"{args.target_sparsity}); heads {heads}, FFN units {units}; decoder blocks "
+              f"{list(self.dec_blocks)} of {n_dec}; validation CE {metrics['ce']:.4f}, "
+              f"KL {metrics['kl']:.4f}")
+
+        kept_lists = {"encoder_kept_heads": [list(map(int, h)) for h in (kept_heads or [])],
+                      "encoder_kept_ffn_units": [list(map(int, u)) for u in (kept_units or [])]}
+        student.to("cpu")
+        with atomic_dir(args.output) as tmp:
+            student.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            write_jsonl(tmp / "nash_history.jsonl", self.history)
+            write_json(tmp / "nash_masks.json", kept_lists)
+            write_json(tmp / "sidecar.json", make_sidecar(
+                "nash", vars(args),
+                samples={"train": len(self.train_data), "validation": len(self.valid_data)},
+                wall_time_s=time.time() - self.t0,
+                variant=args.variant,
+                target_sparsity=args.target_sparsity,
+                reached_sparsity=reached,
+                sparsity_definition="1 - kept / teacher's encoder prunable parameters "
+                                    "(heads 4*d_model*d_kv, FFN units (3 if gated else 2)*d_model)",
+                expected_sparsity_final=report.get("expected_sparsity_final"),
+                mask_sparsity_before_adjustment=report.get("mask_sparsity_before_adjustment"),
+                adjustment_units_removed=report.get("adjustment_units_removed"),
+                adjustment_units_restored=report.get("adjustment_units_restored"),
+                gates_missed_target=report.get("gates_missed_target"),
+                masked_vs_pruned_max_abs_diff=mask_check,
+                teacher={"path": str(args.teacher), "encoder_layers": self.dims.n_layers,
+                         "decoder_layers": n_dec},
+                kept={"encoder_blocks": list(self.enc_blocks),
+                      "decoder_blocks": list(self.dec_blocks),
+                      "encoder_heads_per_layer": heads, "encoder_ffn_units_per_layer": units,
+                      "encoder_kept_heads": kept_lists["encoder_kept_heads"] if self.l0
+                      else None},
+                parameters={"teacher": count_parameters(self.teacher),
+                            "pruned": count_parameters(student),
+                            "encoder_prunable_teacher": dims.full_params(),
+                            "encoder_prunable_pruned": kept_params, "counts_lm_head": False},
+                batch={"effective": args.effective_batch_size, "per_device": self.per_device,
+                       "accumulation": self.accum, "world_size": self.world,
+                       "batch_divisor": args.batch_divisor},
+                training={"steps": self.total, "sparsity_warmup_steps": self.warmup,
+                          "resumed_from": str(self.resumed) if self.resumed else None,
+                          "frozen_embedding_parameters": self.frozen,
+                          "final_lambdas": [float(x) for x in self.lambdas.detach()]
+                          if self.l0 else None},
+                loss_summary=summarize_history(self.history),
+                validation=metrics))
+
+    def cleanup(self) -> None:
+        if self.objective is not None:
+            self.objective.remove_hooks()
+        if self.accelerator is not None:
+            self.accelerator.end_training()
 
 
 def run(args: argparse.Namespace, on_step=None) -> int:
     """Train, prune, write ``--output``. ``on_step(step)`` is called after each optimizer step
     (tests use it to interrupt a run)."""
-    t0 = time.time()
-    device = resolve_device(args.device)
-    if args.precision == "fp16" and device.type != "cuda":
-        raise ValueError("--precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
-    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    torch.manual_seed(args.seed)
-
-    tokenizer = load_tokenizer(args.teacher)
-    pad_id = tokenizer.pad_token_id
-    teacher = load_model(args.teacher).to(device).eval()
-    teacher.requires_grad_(False)
-    dims = EncoderDims.from_config(teacher.config)
-    n_enc, n_dec = len(teacher.encoder.block), len(teacher.decoder.block)
-    enc_blocks, dec_blocks = variants.parse_nash(args.variant).blocks(n_enc, n_dec)
-    student = keep_blocks(copy.deepcopy(teacher), enc_blocks, dec_blocks)
-    student.requires_grad_(True)
-    enc_pairs = list(enumerate(enc_blocks))   # (student layer, teacher layer)
-    dec_pairs = list(enumerate(dec_blocks))
-
-    train = load_split(args.train_file, tokenizer, args, args.max_train_samples)
-    valid = load_split(args.validation_file, tokenizer, args, args.max_eval_samples)
-    stream = MicroBatches(len(train), args.batch_size, args.seed)
-    if args.max_steps > 0:
-        total_steps = args.max_steps
-    else:  # e.g. 64 examples / batch 4 = 16 micro-batches/epoch x 20 epochs / accum 2 = 160
-        total_steps = math.ceil(math.ceil(args.epochs * stream.per_epoch) / args.grad_accum)
-    warmup = round(args.sparsity_warmup_fraction * total_steps)
-
-    l0 = args.encoder_mode == "l0"
-    gate_module = masks = None
-    if l0:
-        gate_module = EncoderGates(dims, init_droprate=args.gate_init_droprate).to(device)
-        masks = EncoderMasks(student, dims)
-    lambdas = nn.Parameter(torch.zeros(2, device=device))      # (lambda_1, lambda_2)
-    groups = [{"params": [p for p in student.parameters()], "lr": args.learning_rate,
-               "weight_decay": args.weight_decay}]
-    if l0:
-        groups.append({"params": list(gate_module.parameters()), "lr": args.gate_learning_rate,
-                       "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups)
-    # maximize=True: the multipliers climb the Lagrangian while everything else descends it
-    lambda_opt = torch.optim.AdamW([lambdas], lr=args.reg_learning_rate, weight_decay=0.0,
-                                   maximize=True)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
-
-    step, history = 0, []
-    resumed = newest_checkpoint(args.checkpoint_dir,
-                                fingerprint(args, FINGERPRINT_EXCLUDE, "nash"))
-    if resumed is not None:
-        state = torch.load(resumed / "state.pt", map_location=device, weights_only=True)
-        student.load_state_dict(state["student"])
-        if l0:
-            gate_module.load_state_dict(state["gates"])
-        with torch.no_grad():
-            lambdas.copy_(state["lambdas"])
-        optimizer.load_state_dict(state["optimizer"])
-        lambda_opt.load_state_dict(state["lambda_optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"].cpu())
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu())
-        step, history = state["step"], state["history"]
-        log.info("resumed from %s (step %d of %d)", resumed, step, total_steps)
-
-    def checkpoint_state() -> dict:
-        return {"step": step, "student": student.state_dict(),
-                "gates": gate_module.state_dict() if l0 else None, "lambdas": lambdas.detach(),
-                "optimizer": optimizer.state_dict(), "lambda_optimizer": lambda_opt.state_dict(),
-                "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                "history": history}
-
-    objective = NashObjective(student, teacher, enc_pairs, dec_pairs, args,
-                              gate_module=gate_module, masks=masks, lambdas=lambdas)
-    autocast = ((lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype
-                else contextlib.nullcontext)
-    with sigterm_flag() as preempted:
-        student.train()
-        while step < total_steps:
-            target = gates.target_at(step, args.target_sparsity, warmup) if l0 else 0.0
-            sums: dict[str, float] = {}
-            for a in range(args.grad_accum):
-                batch = collate([train[i] for i in stream.indices(step * args.grad_accum + a)],
-                                pad_id, device)
-                terms = objective.terms(batch, target, autocast)
-                loss = terms["loss"]
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(
-                        f"non-finite NASH loss ({float(loss)}) at optimizer step {step + 1}: "
-                        + ", ".join(f"{k} {float(v)}" for k, v in terms.items())
-                        + "; lower the learning rates or use fp32")
-                scaler.scale(loss / args.grad_accum).backward()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / args.grad_accum
-            if args.max_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(student.parameters(), args.max_grad_norm)
-            scaler.step(optimizer)
-            if l0:
-                scaler.step(lambda_opt)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            lambda_opt.zero_grad(set_to_none=True)
-            step += 1
-            if step % args.logging_steps == 0 or step == total_steps or step == 1:
-                entry = {"step": step, **sums}
-                if l0:
-                    entry.update(target=target, lambda_1=float(lambdas[0].detach()),
-                                 lambda_2=float(lambdas[1].detach()))
-                history.append(entry)
-                log.info("step %d/%d %s", step, total_steps,
-                         " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
-            if on_step is not None:
-                on_step(step)
-            if step % args.save_steps == 0 or step == total_steps or preempted[0]:
-                save_checkpoint(args.checkpoint_dir, step, checkpoint_state())
-            if preempted[0]:
-                log.warning("stopped by SIGTERM at step %d; rerun to resume", step)
-                return EXIT_PREEMPTED
-    objective.remove_hooks()
-
-    # ---- deterministic masks and physical pruning
-    student.eval()
-    info: dict = {}
-    mask_check = None
-    expected_final = None
-    if l0:
-        expected_final = float(gate_module.expected_sparsity().detach())
-        kept_heads, kept_units, info = gate_module.deterministic(args.target_sparsity,
-                                                                  args.sparsity_tolerance)
-        if abs(expected_final - args.target_sparsity) > 0.01:
-            log.warning("the gates' expected sparsity %.4f is %.1f points off the target %.2f "
-                        "(train longer or raise --reg-learning-rate); the deterministic mask "
-                        "rounds to %.4f and then removed %d / restored %d units to reach %.4f",
-                        expected_final, 100 * abs(expected_final - args.target_sparsity),
-                        args.target_sparsity, info["sparsity_rounded"], info["removed"],
-                        info["restored"], info["sparsity"])
-        check = collate(valid[:args.batch_size], pad_id, device)
-        with torch.no_grad():
-            masks.set(*masks_from_indices(kept_heads, kept_units, dims, device))
-            masked_logits = student(**check).logits
-        masks.remove()
-        prune_encoder(student, kept_heads, kept_units)
-        with torch.no_grad():
-            pruned_logits = student(**check).logits
-        mask_check = float((masked_logits - pruned_logits).abs().max())
-        if mask_check > MASK_CHECK_ATOL:
-            raise RuntimeError(f"physically pruned logits differ from the masked model's by "
-                               f"{mask_check:.3g} > {MASK_CHECK_ATOL}: the head/FFN surgery is wrong")
-    reached, kept_params = reached_sparsity(student, dims)
-    if l0 and abs(reached - args.target_sparsity) > args.sparsity_tolerance:
-        raise RuntimeError(f"reached sparsity {reached:.4f} is off the target "
-                           f"{args.target_sparsity} by more than {args.sparsity_tolerance}")
-    heads, units = encoder_widths(student)
-    metrics = evaluate(student, teacher, valid, args, pad_id, device)
-    variant = args.variant
-    print(f"{variant}: encoder sparsity reached {reached:.4f} (target {args.target_sparsity}); "
-          f"heads {heads}, FFN units {units}; decoder blocks {list(dec_blocks)} of {n_dec}; "
-          f"validation CE {metrics['ce']:.4f}, KL {metrics['kl']:.4f}")
-
-    student.to("cpu")
-    with atomic_dir(args.output) as tmp:
-        student.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_jsonl(tmp / "nash_history.jsonl", history)
-        write_json(tmp / "nash_masks.json", {
-            "encoder_kept_heads": [list(map(int, h)) for h in (kept_heads if l0 else [])],
-            "encoder_kept_ffn_units": [list(map(int, u)) for u in (kept_units if l0 else [])]})
-        write_json(tmp / "sidecar.json", make_sidecar(
-            "nash", vars(args), samples={"train": len(train), "validation": len(valid)},
-            wall_time_s=time.time() - t0,
-            variant=variant,
-            target_sparsity=args.target_sparsity,
-            reached_sparsity=reached,
-            sparsity_definition="1 - kept / teacher's encoder prunable parameters "
-                                "(heads 4*d_model*d_kv, FFN units (3 if gated else 2)*d_model)",
-            expected_sparsity_final=expected_final,
-            mask_adjustment=info or None,
-            masked_vs_pruned_max_abs_diff=mask_check,
-            teacher={"path": str(args.teacher), "encoder_layers": n_enc, "decoder_layers": n_dec},
-            kept={"encoder_blocks": list(enc_blocks), "decoder_blocks": list(dec_blocks),
-                  "encoder_heads_per_layer": heads, "encoder_ffn_units_per_layer": units,
-                  "encoder_kept_heads": [list(map(int, h)) for h in kept_heads] if l0 else None},
-            parameters={"teacher": count_parameters(teacher), "pruned": count_parameters(student),
-                        "encoder_prunable_teacher": dims.full_params(),
-                        "encoder_prunable_pruned": kept_params, "counts_lm_head": False},
-            training={"steps": total_steps, "sparsity_warmup_steps": warmup,
-                      "resumed_from": str(resumed) if resumed else None,
-                      "effective_batch": args.batch_size * args.grad_accum,
-                      "final_lambdas": [float(x) for x in lambdas.detach()] if l0 else None},
-            loss_summary=summarize_history(history),
-            validation=metrics))
-    return 0
+    recipe = NashRecipe(args)
+    try:
+        recipe.setup()
+        code = recipe.train(on_step)
+        return code if code is not None else recipe.finish()
+    finally:
+        recipe.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # process 0 logs; the others only warn (torch.distributed.run sets RANK)
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(parse_args(argv))
 
 
