@@ -112,16 +112,29 @@ def test_rounds_rotate_the_variant_order(monkeypatch):
 
 
 def test_a_wide_spread_is_flagged():
-    s = benchmark.summarize([10.0, 10.5, 30.0], [4, 4, 4], foreign=0.0, load_before=0.1,
-                            args=_args())
-    # (30 - 10) / 10.5 = 1.9 > 0.25
+    s = benchmark.summarize([10.0, 10.5, 30.0], [4, 4, 4], [4, 4, 4], foreign=0.0,
+                            load_before=0.1, args=_args())
+    # the same 4 steps each run: (30 - 10) / 10.5 = 1.9 > 0.25
     assert s["disturbed"] and s["disturbed_why"] == ["spread 1.90 > 0.25"]
-    s = benchmark.summarize([10.0, 10.5, 11.0], [4, 4, 4], foreign=0.5, load_before=0.1,
-                            args=_args())
+    s = benchmark.summarize([10.0, 10.5, 11.0], [4, 4, 4], [4, 4, 4], foreign=0.5,
+                            load_before=0.1, args=_args())
     assert s["disturbed"] and s["disturbed_why"] == ["foreign load 0.50 > 0.1"]
-    s = benchmark.summarize([10.0, 10.5, 11.0], [4, 4, 4], foreign=0.0, load_before=0.1,
-                            args=_args())
+    s = benchmark.summarize([10.0, 10.5, 11.0], [4, 4, 4], [4, 4, 4], foreign=0.0,
+                            load_before=0.1, args=_args())
     assert not s["disturbed"] and s["median_ms"] == 10.5
+
+
+def test_natural_length_runs_are_compared_per_decoding_step():
+    """Natural mode times other documents each round: 20, 30 and 45 ms for 20, 30 and 45
+    steps is 1 ms per step every time (not disturbed), though the times spread 1.2x; the same
+    times for 30 steps each would be."""
+    s = benchmark.summarize([20.0, 30.0, 45.0], [20, 30, 45], [20, 30, 45], foreign=0.0,
+                            load_before=0.1, args=_args())
+    assert not s["disturbed"] and s["spread"] == pytest.approx(0.0)
+    assert s["ms_per_step_median"] == pytest.approx(1.0) and s["median_ms"] == 30.0
+    s = benchmark.summarize([20.0, 30.0, 45.0], [30, 30, 30], [30, 30, 30], foreign=0.0,
+                            load_before=0.1, args=_args())
+    assert s["disturbed"] and s["spread"] == pytest.approx(25 / 30)
 
 
 @pytest.fixture

@@ -48,6 +48,12 @@ def test_evaluate_cli(tiny_model_dir, data_file, tmp_path):
     assert result["model_sidecar"] is None  # the fixture folder has no sidecar.json
     assert result["args"]["num_beams"] == 1 and result["args"]["max_samples"] == 5
     assert result["model_layers"] == {"encoder": 6, "decoder": 6}
+    for key in ROUGE_TYPES:  # the mean lies inside its bootstrap interval
+        lo, hi = result["metrics_ci95"][key]
+        assert lo <= result["metrics"][key] <= hi
+    # a hub-style teacher without a sidecar: no training after the teacher to count
+    assert result["record"] == {"encoder_layers": 6, "decoder_layers": 6, "phases": [],
+                                "nash": None}
     assert result["wall_time_s"] > 0 and "versions" in result and "code_version" in result
 
     rows = read_jsonl(data_file)[:5]

@@ -281,7 +281,7 @@ def test_defaults_are_the_released_codes():
 # ---- batches over devices and micro-batches
 
 def test_batch_plan_keeps_the_effective_batch():
-    from asymprune.nash.data import batch_plan
+    from asymprune.batching import batch_plan
 
     assert batch_plan(8, 4, 1, 2, "k.") == (4, 1)     # 4 x 1 x 2 = 8
     assert batch_plan(8, 4, 2, 2, "k.") == (2, 2)     # an OOM retry: 2 x 2 x 2 = 8

@@ -73,3 +73,26 @@ def test_empty_prediction_scores_zero():
 def test_bad_input_is_an_error(preds, refs, msg):
     with pytest.raises(ValueError, match=msg):
         score(preds, refs)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_reproducible():
+    from asymprune.rouge import bootstrap_ci
+
+    values = [0.0, 10.0] * 50  # mean 5, sd 5: the mean's sd is 5 / sqrt(100) = 0.5
+    lo, hi = bootstrap_ci(values, seed=0)
+    assert lo < 5.0 < hi
+    assert 0.6 < hi - lo < 3.0  # about 2 x 1.96 x 0.5 = 1.96
+    assert bootstrap_ci(values, seed=0) == (lo, hi)
+    assert bootstrap_ci([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    with pytest.raises(ValueError):
+        bootstrap_ci([1.0])
+
+
+def test_per_example_scores_average_to_the_corpus_score():
+    from asymprune.rouge import per_example, score
+
+    preds, refs = ["the cat sat on the mat", "a dog"], ["the cat sat", "a big dog ran"]
+    per = per_example(preds, refs)
+    assert len(per) == 2
+    for key, value in score(preds, refs).items():
+        assert value == pytest.approx((per[0][key] + per[1][key]) / 2)

@@ -28,8 +28,9 @@ source_tokens (fixed mode only: random weights have no natural length).
 Timing: warm-up runs per variant first (the compiled engine compiles there), then ``runs``
 rounds; round r times every variant once, in an order rotated by r (variant i goes at position
 (i + r) mod V), so slow drift of the machine hits all variants alike. On CUDA the device is
-synchronized before the clock starts and stops. A cell is flagged ``disturbed`` when its spread
-(max - min) / median exceeds ``max_spread`` or when other processes used more than
+synchronized before the clock starts and stops. A cell is flagged ``disturbed`` when the spread
+(max - min) / median of its runs' time per decoding step exceeds ``max_spread`` (natural mode
+stops each document after other lengths; see ``summarize``) or when other processes used more than
 ``max_foreign_load`` of the machine's CPU time during its timed runs (/proc/stat minus this
 process); the report marks flagged cells and never plots them.
 
@@ -339,10 +340,20 @@ def cells(args) -> list[Cell]:
     return out
 
 
-def summarize(times_ms: list[float], counts: list[int], foreign: float | None,
-              load_before: float, args) -> dict:
+def summarize(times_ms: list[float], counts: list[int], steps: list[int],
+              foreign: float | None, load_before: float, args) -> dict:
+    """Statistics of one variant's timed runs in a cell, and whether they look disturbed.
+
+    ``steps``: the decoding steps each run paid for (its longest row). The spread that flags a
+    disturbed cell is that of the time per decoding step, (max - min) / median of ms / steps:
+    in fixed mode every run decodes the same steps, so it is the spread of the times; in
+    natural mode each round times other documents, which stop after other numbers of tokens
+    (e.g. 30 vs 45 steps: 1.5x the time), and that is the documents, not interference.
+    """
     median = statistics.median(times_ms)
-    spread = (max(times_ms) - min(times_ms)) / median
+    per_step = [t / n for t, n in zip(times_ms, steps)]
+    step_median = statistics.median(per_step)
+    spread = (max(per_step) - min(per_step)) / step_median
     why = []
     if spread > args.max_spread:
         why.append(f"spread {spread:.2f} > {args.max_spread}")
@@ -352,11 +363,12 @@ def summarize(times_ms: list[float], counts: list[int], foreign: float | None,
         "mean_ms": statistics.fmean(times_ms),
         "std_ms": statistics.stdev(times_ms),  # sample std (n - 1), as over the paper's 7 runs
         "median_ms": median, "min_ms": min(times_ms), "max_ms": max(times_ms),
-        "runs_ms": times_ms, "spread": spread, "foreign_load": foreign,
+        "runs_ms": times_ms, "runs_steps": steps, "ms_per_step_median": step_median,
+        "spread": spread, "foreign_load": foreign,
         "load_avg_1m_before": load_before,
         "disturbed": bool(why), "disturbed_why": why,
-        "new_tokens_mean": statistics.fmean(counts),
-        "new_tokens_max": max(counts),  # the decoding steps the whole batch paid for
+        "new_tokens_mean": statistics.fmean(counts),   # per row, EOS included
+        "new_tokens_max": max(counts),
     }
 
 
@@ -378,7 +390,7 @@ def time_cell(models: dict, cell: Cell, batches: list, args, eos_id: int,
                                      or any(c != args.new_tokens for c in counts)):
             raise AssertionError(f"fixed mode: expected exactly {args.new_tokens} new tokens "
                                  f"per row, got width {out.shape[1] - 1} and per-row {counts}")
-        return elapsed, counts
+        return elapsed, counts, out.shape[1] - 1   # steps: the longest row's tokens
 
     gc.collect()
     # The compiled engine compiles once per input shape: warm every distinct shape up, so that
@@ -395,19 +407,22 @@ def time_cell(models: dict, cell: Cell, batches: list, args, eos_id: int,
 
     times = {v: [] for v in variants}
     counts = {v: [] for v in variants}
+    steps = {v: [] for v in variants}
     load_before = os.getloadavg()[0]
     before, t0 = cpu_ticks(), time.perf_counter()
     for r in range(args.runs):
         batch = batches[r % len(batches)]
         k = r % len(variants)
         for variant in variants[k:] + variants[:k]:  # rotated: variant i at (i - r) mod V
-            elapsed, row_counts = run_once(variant, batch)
+            elapsed, row_counts, n_steps = run_once(variant, batch)
             times[variant].append(elapsed)
             counts[variant].extend(row_counts)
+            steps[variant].append(n_steps)
     foreign = foreign_load(before, cpu_ticks(), time.perf_counter() - t0)
     stats = {}
     for variant in variants:
-        stats[variant] = summarize(times[variant], counts[variant], foreign, load_before, args)
+        stats[variant] = summarize(times[variant], counts[variant], steps[variant], foreign,
+                                   load_before, args)
         stats[variant]["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
                                             if device.type == "cuda" else None)
     return stats

@@ -36,7 +36,7 @@ COLUMNS = ("id", "source", "target")
 RESERVED = frozenset({"stage", "created", "args", "code_version", "versions", "device", "samples",
                       "wall_time_s", "metrics", "generation_time_s", "model_layers",
                       "parameters", "generation_config", "model_sidecar", "engine",
-                      "record"})
+                      "record", "metrics_ci95"})
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -143,12 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     generation_time_s = time.time() - t_gen
 
     references = [r["target"] for r in rows]
-    metrics = rouge.score(predictions, references)
+    per_doc = rouge.per_example(predictions, references)
+    metrics = {k: sum(d[k] for d in per_doc) / len(per_doc) for k in rouge.ROUGE_TYPES}
     metrics["gen_len"] = sum(gen_lens) / len(gen_lens)
+    # how far the mean could move on another sample of documents (seeded: reproducible);
+    # one document has no spread to resample
+    ci95 = ({k: list(rouge.bootstrap_ci([d[k] for d in per_doc])) for k in rouge.ROUGE_TYPES}
+            if len(per_doc) > 1 else None)
 
     write_jsonl(args.predictions, ({"id": r["id"], "prediction": p, "reference": r["target"],
-                                    "gen_len": g}
-                                   for r, p, g in zip(rows, predictions, gen_lens)))
+                                    "gen_len": g, **d}
+                                   for r, p, g, d in zip(rows, predictions, gen_lens, per_doc)))
     model_sidecar_path = Path(args.model) / "sidecar.json"
     model_sidecar = read_json(model_sidecar_path) if model_sidecar_path.is_file() else None
     tags = dict(args.tag)
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate", {**vars(args), "tag": tags}, samples={"eval": len(rows)},
         wall_time_s=time.time() - t0,
         metrics=metrics,
+        metrics_ci95=ci95,
         engine=args.engine,
         generation_time_s=generation_time_s,
         model_layers={"encoder": len(model.encoder.block), "decoder": len(model.decoder.block)},

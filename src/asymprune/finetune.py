@@ -33,6 +33,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from asymprune import settings
 from asymprune.artifacts import atomic_dir
+from asymprune.batching import batch_plan, encode_pairs, settings_key
 from asymprune.checkpoints import discard_stale, fingerprint
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.provenance import make_sidecar, read_json, write_json
@@ -106,19 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def batch_plan(effective: int, per_device: int, divisor: int, world_size: int) -> tuple[int, int]:
-    """(per-device batch, accumulation steps) giving exactly ``effective`` samples per step."""
-    if divisor < 1 or per_device % divisor:
-        raise ValueError(f"--per-device-batch-size {per_device} is not divisible by "
-                         f"--batch-divisor {divisor}")
-    per_device //= divisor
-    per_step = per_device * world_size
-    if effective % per_step:
-        raise ValueError(f"effective batch {effective} is not a multiple of per-device batch "
-                         f"{per_device} x {world_size} device(s) = {per_step}")
-    return per_device, effective // per_step
-
-
 def prepare_checkpoint_dir(ckpt: Path, fp: dict) -> str | None:
     """Newest resumable Trainer checkpoint, after discarding those of other settings or code."""
     discard_stale(ckpt, fp, "checkpoint-*")
@@ -150,10 +138,8 @@ def tokenized(path: Path, tokenizer, args, limit: int | None):
         ds = ds.select(range(min(limit, len(ds))))
 
     def encode(batch):
-        enc = tokenizer(batch["source"], max_length=args.max_source_length, truncation=True)
-        enc["labels"] = tokenizer(text_target=batch["target"], max_length=args.max_target_length,
-                                  truncation=True)["input_ids"]
-        return enc
+        return encode_pairs(tokenizer, batch["source"], batch["target"], args.max_source_length,
+                            args.max_target_length)
 
     return ds.map(encode, batched=True, remove_columns=ds.column_names,
                   desc=f"tokenizing {path.name}")
@@ -175,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     per_device, accum = batch_plan(args.effective_batch_size, args.per_device_batch_size,
-                                   args.batch_divisor, world_size)
+                                   args.batch_divisor, world_size, settings_key(args.config_key))
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     model = build_model(args, tokenizer)
     train_ds = tokenized(args.train_file, tokenizer, args, args.max_train_samples)

@@ -132,11 +132,18 @@ def render(df: pd.DataFrame) -> pd.DataFrame:
     return cells.drop(columns=list(marks.values()))
 
 
+def _numeric(column: pd.Series) -> bool:
+    values = column.dropna()
+    return not values.empty and all(isinstance(v, numbers.Number) for v in values)
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     """The rendered table (first, label column left-aligned, numbers right-aligned), with its
     title above and its notes (what † means, each disturbed cell's reasons) below."""
     cells = render(df)
-    align = ("left",) + ("right",) * (len(cells.columns) - 1)
+    # labels (the first column and any text column: variant, kind, reason) left, numbers right
+    align = ["left"] + ["left" if df[c].dtype == object and not _numeric(df[c]) else "right"
+                        for c in cells.columns[1:]]
     body = cells.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
     title = df.attrs.get("title")
     notes = df.attrs.get("notes", [])

@@ -51,6 +51,36 @@ def score(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
     An empty *prediction* is a valid (bad) summary and scores 0; an empty *list*, a length
     mismatch or a non-string is an error, never a number.
     """
+    per = per_example(predictions, references)
+    n = len(per)
+    return {key: sum(row[key] for row in per) / n for key in ROUGE_TYPES}
+
+
+def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 1000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean: resample the documents with replacement
+    ``resamples`` times (seeded, so the interval is reproducible) and take the
+    (1 - level) / 2 and (1 + level) / 2 quantiles of the resampled means. E.g. 100 test
+    documents with a per-document R-2 spread of 20 points give an interval about
+    +- 1.96 * 20 / sqrt(100) = +- 3.9 points wide around the mean."""
+    import random
+
+    values = list(values)
+    if len(values) < 2:
+        raise ValueError("a bootstrap interval needs at least 2 values")
+    if not 0 < level < 1 or resamples < 10:
+        raise ValueError(f"level must be in (0, 1) and resamples >= 10, got {level}, "
+                         f"{resamples}")
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    lo = means[int((1 - level) / 2 * (resamples - 1))]
+    hi = means[int(round((1 + level) / 2 * (resamples - 1)))]
+    return lo, hi
+
+
+def per_example(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    """F-measure x 100 of each ROUGE type for each aligned pair (the checks of :func:`score`)."""
     predictions, references = list(predictions), list(references)
     if len(predictions) != len(references):
         raise ValueError(f"rouge: {len(predictions)} predictions but {len(references)} references")
@@ -60,12 +90,10 @@ def score(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise ValueError(f"rouge: {name} {bad} is {type(texts[bad]).__name__}, not str")
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     scorer = _scorer()
+    rows = []
     for pred, ref in zip(predictions, references):
         # RougeScorer.score(target, prediction): the reference comes first.
         scores = scorer.score(split_sentences(ref), split_sentences(pred))
-        for key in ROUGE_TYPES:
-            totals[key] += scores[key].fmeasure
-    n = len(predictions)
-    return {key: 100.0 * total / n for key, total in totals.items()}
+        rows.append({key: 100.0 * scores[key].fmeasure for key in ROUGE_TYPES})
+    return rows

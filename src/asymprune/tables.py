@@ -117,8 +117,17 @@ def eval_frame(records: list[Record]) -> pd.DataFrame:
             if m not in metrics:
                 raise ValueError(f"{path}: metrics has no {m!r}")
             row[m] = _number(path, f"metrics.{m}", metrics[m])
+        # the bootstrap interval of the mean R-2 (null for a single document: NaN, blank)
+        ci = (obj.get("metrics_ci95") or {}).get("rouge2")
+        if ci is not None and (not isinstance(ci, list) or len(ci) != 2):
+            raise ValueError(f"{path}: metrics_ci95.rouge2 must be [low, high], got {ci!r}")
+        row["rouge2_lo"], row["rouge2_hi"] = (
+            (math.nan, math.nan) if ci is None else
+            (_number(path, "metrics_ci95.rouge2[0]", ci[0]),
+             _number(path, "metrics_ci95.rouge2[1]", ci[1])))
         rows.append(row)
-    return _finish(pd.DataFrame(rows, columns=["size", "dataset", "variant", "file", *METRICS]))
+    return _finish(pd.DataFrame(rows, columns=["size", "dataset", "variant", "file", *METRICS,
+                                               "rouge2_lo", "rouge2_hi"]))
 
 
 KIND_LABELS = {"nash": "NASH", "kd": "equal budget, distilled (kd)",
@@ -375,6 +384,13 @@ def detail_tables(ev: pd.DataFrame, baseline: str = "e6d6",
         for m, label in METRICS.items():
             table[label] = d[m].to_numpy()
             table[f"{label} impact (%)"] = [impact(v, base[m]) for v in d[m]]
+            if m == "rouge2":
+                table["R-2 95% CI low"] = d["rouge2_lo"].to_numpy()
+                table["R-2 95% CI high"] = d["rouge2_hi"].to_numpy()
+        table.attrs.update(title=f"Quality of every variant, {size}/{dataset}", marks={},
+                           notes=["R-2 95% CI: percentile bootstrap of the mean over the test "
+                                  "documents (1,000 seeded resamples): two variants whose "
+                                  "intervals overlap widely may differ by the sample alone."])
         out[(size, dataset)] = table
     return out
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from asymprune.artifacts import read_jsonl
+from asymprune.batching import encode_pairs
 
 
 def tokenized(path: Path, tokenizer, max_source_length: int, max_target_length: int,
@@ -36,29 +37,10 @@ def tokenized(path: Path, tokenizer, max_source_length: int, max_target_length: 
     for i, r in enumerate(rows):
         if not isinstance(r.get("source"), str) or not isinstance(r.get("target"), str):
             raise ValueError(f"{path} row {i} needs string 'source' and 'target' fields")
-    enc = tokenizer([r["source"] for r in rows], max_length=max_source_length, truncation=True)
-    labels = tokenizer(text_target=[r["target"] for r in rows], max_length=max_target_length,
-                       truncation=True)["input_ids"]
+    enc = encode_pairs(tokenizer, [r["source"] for r in rows], [r["target"] for r in rows],
+                       max_source_length, max_target_length)
     return [{"input_ids": i, "attention_mask": m, "labels": t}
-            for i, m, t in zip(enc["input_ids"], enc["attention_mask"], labels)]
-
-
-def batch_plan(effective: int, per_device: int, divisor: int, world_size: int,
-               key: str) -> tuple[int, int]:
-    """(per-device batch, accumulation) that give exactly ``effective`` examples per step.
-
-    ``divisor`` (an OOM retry) divides the per-device batch and multiplies accumulation:
-    8 = 4 x 1 x 2 devices becomes 2 x 2 x 2. ``key`` prefixes the setting names in errors
-    (``config key nash.train.``)."""
-    if divisor < 1 or per_device % divisor:
-        raise ValueError(f"{key}per_device_batch_size {per_device} is not divisible by "
-                         f"--batch-divisor {divisor} (an OOM retry halves the per-device batch)")
-    per_device //= divisor
-    per_step = per_device * world_size
-    if effective % per_step:
-        raise ValueError(f"{key}effective_batch_size {effective} is not a multiple of "
-                         f"per-device batch {per_device} x {world_size} device(s) = {per_step}")
-    return per_device, effective // per_step
+            for i, m, t in zip(enc["input_ids"], enc["attention_mask"], enc["labels"])]
 
 
 def total_steps(epochs: float, max_steps: int, n_examples: int, effective: int) -> int:

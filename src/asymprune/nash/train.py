@@ -73,10 +73,11 @@ from transformers import DataCollatorForSeq2Seq, get_scheduler
 from asymprune import settings, variants
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.artifacts import atomic_dir, write_jsonl
+from asymprune.batching import batch_plan, settings_key
 from asymprune.checkpoints import discard_stale, fingerprint
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.nash import gates
-from asymprune.nash.data import (ExampleStream, batch_plan, micro_batch_positions, tokenized,
+from asymprune.nash.data import (ExampleStream, micro_batch_positions, tokenized,
                                  total_steps)
 from asymprune.nash.loss import cross_entropy, hidden_mse, kl_distill, total_loss
 from asymprune.nash.masking import EncoderGates, EncoderMasks, masks_from_indices
@@ -171,12 +172,6 @@ def student_blocks(args: argparse.Namespace, n_enc: int,
     if isinstance(v, variants.BaselineVariant):
         return v.blocks(n_enc, n_dec, args.sixths_selection)
     return v.blocks(n_enc, n_dec)
-
-
-def settings_key(args: argparse.Namespace) -> str:
-    """How errors name a setting: ``config key nash.train.<field>`` from the workflow,
-    ``setting <field>`` from a command line without ``--config-key``."""
-    return f"config key {args.config_key}." if args.config_key else "setting "
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,7 +402,7 @@ class NashRecipe:
         self.device, self.world, self.rank = acc.device, acc.num_processes, acc.process_index
         self.per_device, self.accum = batch_plan(
             args.effective_batch_size, args.per_device_batch_size, args.batch_divisor,
-            self.world, settings_key(args))
+            self.world, settings_key(args.config_key))
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16,
                           "fp16": torch.float16}[args.precision]
         torch.manual_seed(args.seed)   # every process alike: DDP starts them equal anyway
