@@ -106,14 +106,18 @@ def bench_json(size, dataset, variant, protocols=PROTOCOLS, scale=1.0, disturbed
     return out
 
 
-def write_inputs(tmp_path, skip=(), disturbed=None):
-    """``disturbed``: {(size, dataset or None, variant): cells to flag (see bench_json)}."""
+def write_inputs(tmp_path, skip=(), disturbed=None, sizes=SIZES, datasets=DATASETS):
+    """``disturbed``: {(size, dataset or None, variant): cells to flag (see bench_json)}.
+
+    A test that looks at one size or data set asks for only those: every size x data set adds
+    figures, and drawing them is most of a report's time.
+    """
     disturbed = disturbed or {}
     files = {"eval": [], "bench": [], "arch": []}
-    for size in SIZES:
+    for size in sizes:
         scale = 1.0 if size == "small" else 1.2
         for variant in VARIANTS:
-            for dataset in DATASETS:
+            for dataset in datasets:
                 if ("eval", size, dataset, variant) not in skip:
                     p = tmp_path / "eval" / size / dataset / f"{variant}.json"
                     p.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +140,14 @@ def write_inputs(tmp_path, skip=(), disturbed=None):
     return files
 
 
+@pytest.fixture(scope="module")
+def default_report(tmp_path_factory):
+    """The full synthetic grid reported once with default settings, for the tests that only
+    read what it wrote."""
+    tmp_path = tmp_path_factory.mktemp("default_report")
+    return run_report(tmp_path, write_inputs(tmp_path))
+
+
 def run_report(tmp_path, files, *flags):
     out = tmp_path / "reports" / "demo"
     argv = ["--eval", *files["eval"], "--bench", *files["bench"], "--bench-arch", *files["arch"],
@@ -151,8 +163,8 @@ def row(csv, variant, **where):
     return df[df["variant"] == variant].iloc[0]
 
 
-def test_report_tables_and_figures(tmp_path):
-    out = run_report(tmp_path, write_inputs(tmp_path))
+def test_report_tables_and_figures(default_report):
+    out = default_report
     tables, figures = out / "tables", out / "figures"
 
     # Tables 5-7: retention 100 * 18 / 20 = 90 %; the base model's numbers are all x1.2,
@@ -244,7 +256,8 @@ def test_speedup_uses_the_median_not_the_mean():
 
 def test_a_disturbed_cell_is_marked_in_every_table_and_left_out_of_figures(tmp_path):
     flagged = ("paper", "fixed", "eager", 1)
-    files = write_inputs(tmp_path, disturbed={("small", "cnndm", "e6d3"): [flagged]})
+    files = write_inputs(tmp_path, disturbed={("small", "cnndm", "e6d3"): [flagged]},
+                         sizes=("small",))
     out = run_report(tmp_path, files)
     tables = out / "tables"
 
@@ -291,7 +304,8 @@ def test_a_disturbed_cell_is_marked_in_every_table_and_left_out_of_figures(tmp_p
 
 def test_a_disturbed_baseline_marks_every_speedup_of_its_key(tmp_path):
     flagged = ("paper", "fixed", "eager", 1)
-    files = write_inputs(tmp_path, disturbed={("small", "cnndm", "e6d6"): [flagged]})
+    files = write_inputs(tmp_path, disturbed={("small", "cnndm", "e6d6"): [flagged]},
+                         sizes=("small",), datasets=("cnndm",))
     out = run_report(tmp_path, files)
     t = pd.read_csv(out / "tables/speed_cpu_paper_fixed_eager_small_cnndm.csv")
     assert t["BS1 speedup disturbed"].all()  # every variant's BS1 speedup divides by it
@@ -312,7 +326,7 @@ def test_a_disturbed_baseline_marks_every_speedup_of_its_key(tmp_path):
 def test_disturbed_benchmarks_list_and_the_rerun_command(tmp_path, caplog):
     files = write_inputs(tmp_path, disturbed={
         ("base", "xsum", "e3d3"): [("paper", "natural", "compiled", 4)],
-        ("small", None, "e6d1"): [("paper", "fixed", "eager", 1)]})
+        ("small", None, "e6d1"): [("paper", "fixed", "eager", 1)]}, datasets=("xsum",))
     with caplog.at_level("INFO", logger="asymprune.report"):
         out = run_report(tmp_path, files)
     listed = (out / "disturbed_benchmarks.txt").read_text().splitlines()
@@ -375,8 +389,8 @@ def test_recommendation_under_budget_floor_both_and_neither():
     assert variant == "e3d3" and "1 disturbed left out" in reason
 
 
-def test_recommendation_from_the_report_settings(tmp_path, caplog):
-    files = write_inputs(tmp_path)
+def test_recommendation_from_the_report_settings(tmp_path, caplog, default_report):
+    files = write_inputs(tmp_path, sizes=("small",), datasets=("cnndm",))
     # small/cnndm eager, fixed, BS1: e6d6 100, e6d3 40, e3d6 90, e3d3 35, e6d1 20, nash 45 ms;
     # R-2 20, 18, 17, 15, 12, 19. Budget 50 ms: best R-2 among e6d3, e3d3, e6d1, nash = nash.
     with caplog.at_level("INFO", logger="asymprune.report"):
@@ -402,10 +416,9 @@ def test_recommendation_from_the_report_settings(tmp_path, caplog):
     assert set(rec["variant"]) == {"e6d3"}
 
     # neither: no variant, and the table says why
-    out = run_report(tmp_path, files)
-    rec = pd.read_csv(out / "tables/recommendation.csv")
+    rec = pd.read_csv(default_report / "tables/recommendation.csv")
     assert rec["variant"].isna().all()
-    assert "no recommendation" in (out / "tables/recommendation.md").read_text()
+    assert "no recommendation" in (default_report / "tables/recommendation.md").read_text()
 
 
 def test_report_batch_size_must_have_been_benchmarked(tmp_path):
@@ -424,8 +437,8 @@ def test_a_bad_report_setting_names_the_config_key(tmp_path, capsys):
     assert "report.quality_floor" in capsys.readouterr().err
 
 
-def test_speedup_per_engine_side_by_side_and_the_compiled_eager_ratio(tmp_path):
-    out = run_report(tmp_path, write_inputs(tmp_path))
+def test_speedup_per_engine_side_by_side_and_the_compiled_eager_ratio(default_report):
+    out = default_report
     by_engine = row(out / "tables/speedup_by_engine_cpu_paper_fixed_small_cnndm.csv", "e6d3")
     # eager 100 / 40 = 2.5; compiled (100 x 0.4) / (40 x 0.35) = 2.857: each engine's own e6d6
     assert by_engine["BS1 eager speedup"] == pytest.approx(2.5)
@@ -439,7 +452,7 @@ def test_speedup_per_engine_side_by_side_and_the_compiled_eager_ratio(tmp_path):
 
 
 def test_no_compiled_vs_eager_table_with_one_engine(tmp_path):
-    files = write_inputs(tmp_path)
+    files = write_inputs(tmp_path, sizes=("small",), datasets=("cnndm",))
     for f in files["bench"]:
         obj = json.loads(Path(f).read_text())
         obj["results"] = [c for c in obj["results"] if c["engine"] == "eager"]
@@ -449,8 +462,8 @@ def test_no_compiled_vs_eager_table_with_one_engine(tmp_path):
     assert (out / "tables/speedup_by_engine_cpu_paper_fixed_small_cnndm.csv").exists()
 
 
-def test_nash_protocol_is_labelled(tmp_path):
-    out = run_report(tmp_path, write_inputs(tmp_path))
+def test_nash_protocol_is_labelled(default_report):
+    out = default_report
     md = (out / "tables/speed_cpu_nash_natural_eager_small_cnndm.md").read_text()
     assert md.startswith("**Latency and speedup (NASH protocol: beam 4, batch 32; natural "
                          "output length; eager engine")
@@ -528,8 +541,8 @@ def test_retention_against_a_zero_baseline_is_undefined_not_a_number_made_up():
     assert tables.retention(18.0, 20.0) == 90.0
 
 
-def test_nash_table_puts_reached_sparsity_next_to_the_target(tmp_path):
-    out = run_report(tmp_path, write_inputs(tmp_path))
+def test_nash_table_puts_reached_sparsity_next_to_the_target(default_report):
+    out = default_report
     r = row(out / "tables" / "nash_small_cnndm.csv", "nash-d3-uniform-l0s30")
     assert r["target (%)"] == pytest.approx(30.0)
     assert r["reached (%)"] == pytest.approx(30.5)

@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slurm
 
@@ -170,7 +171,14 @@ def test_micro_preset_end_to_end_through_slurm(cluster, tmp_path):
                  "nash_finetune", "evaluate", "benchmark"):
         assert rule in by_rule, (rule, by_rule)
     assert "report" not in by_rule and "all" not in by_rule, by_rule
-    assert len(by_rule["evaluate"]) == 5 and len(by_rule["prune_layers"]) == 3, by_rule
+    micro = yaml.safe_load((REPO / "configs/micro.yaml").read_text())
+    # 4 depth variants + 1 NASH variant + 1 equal-budget baseline are evaluated; 3 are pruned;
+    # the NASH stage trains the NASH variant and the baseline; one benchmark job times all
+    n_models = (len(micro["variants"]) + len(micro["nash"]["variants"])
+                + len(micro["baselines"]["variants"]) * len(micro["baselines"]["objectives"]))
+    assert len(by_rule["evaluate"]) == n_models == 6, by_rule
+    assert len(by_rule["prune_layers"]) == 3 and len(by_rule["nash"]) == 2, by_rule
+    assert len(by_rule["benchmark"]) == 1, by_rule
     # the teacher's training ran as that SLURM job: its SLURM log is named after the job id
     (finetune_id,) = by_rule["finetune"]
     logs = list((tmp_path / ".snakemake/slurm_logs/rule_finetune").rglob(f"{finetune_id}.log"))

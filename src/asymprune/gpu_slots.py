@@ -93,12 +93,30 @@ def try_acquire(ids: list[str], k: int, lock_dir: Path) -> tuple[list[str], list
     return None
 
 
+def try_acquire_serialized(ids: list[str], k: int, lock_dir: Path
+                           ) -> tuple[list[str], list[int]] | None:
+    """try_acquire with one chooser at a time, so jobs get the lowest free ids as blocks.
+
+    Without it two 2-GPU jobs starting together on 4 GPUs interleave their scans (A takes 0,
+    B takes 1, A skips 1 and takes 2, ...) and end on 0,2 and 1,3: each still gets two GPUs,
+    but a later 2-GPU job sees its pair split across whatever frees first, and neighbour ids
+    are the ones that usually share an NVLink/PCIe switch. The mutex is held only while
+    choosing (microseconds), never while the job runs.
+    """
+    fd = os.open(lock_dir / "choose.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return try_acquire(ids, k, lock_dir)
+    finally:
+        os.close(fd)
+
+
 def acquire(ids: list[str], k: int, lock_dir: Path, poll_s: float) -> tuple[list[str], list[int]]:
     lock_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     next_note = start
     while True:
-        got = try_acquire(ids, k, lock_dir)
+        got = try_acquire_serialized(ids, k, lock_dir)
         if got:
             return got
         # say so at once, then every 10 min: a job log that stays silent for hours looks hung
