@@ -172,6 +172,9 @@ def test_micro_preset_end_to_end(micro_run):
     reports = micro_run / "my reports/micro"
     assert (reports / "DONE").exists()
     assert list((reports / "tables").glob("*.csv")) and list((reports / "figures").glob("*.png"))
+    # the config as the report's rerun command needs it: relative to where the workflow ran
+    side = json.loads((reports / "report.json").read_text())
+    assert side["args"]["configfile"] == ["micro run.yaml"]
     results = micro_run / "my results/micro"
     for variant in MICRO_MODELS:
         assert (results / f"eval/micro/news/{variant}.json").exists()

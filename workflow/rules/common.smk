@@ -53,6 +53,20 @@ def settings_json(obj):
     return settings.to_json(obj)
 
 
+def configfile_args():
+    """`--configfile X` for each config file of this run, X relative to the working directory
+    when it lies under it: the report prints a rerun command to be run there, and a
+    checkout-specific absolute path (/home/me/asymprune/configs/demo.yaml) would be wrong in
+    the committed demo report and would rerun the report when the checkout moves."""
+    cwd = Path.cwd().resolve()
+    args = []
+    for f in workflow.config_settings.configfiles:
+        path = Path(f).resolve()
+        args += ["--configfile", str(path.relative_to(cwd)) if path.is_relative_to(cwd)
+                 else str(path)]
+    return shlex.join(args)
+
+
 def code(stage):
     """Content hash of the code a stage runs: a params entry, so editing a stage reruns it."""
     return stage_code_hash(stage)

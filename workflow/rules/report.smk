@@ -28,8 +28,7 @@ rule report:
                                       if input.bench_arch else ""),
         settings=settings_json(CFG.report),
         # for the printed command that reruns disturbed benchmarks with this run's config
-        configfiles=shlex.join(a for f in workflow.config_settings.configfiles
-                               for a in ("--configfile", str(f))),
+        configfiles=configfile_args(),
         code=code("report"),
     log:
         f"{LOGS}/report.log",
