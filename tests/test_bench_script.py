@@ -51,3 +51,44 @@ def test_a_tiny_real_run_checks_tokens_and_writes_json(tmp_path):
     cells = {(r["variant"], r["engine"]) for r in data["results"]}
     assert cells == {(v, e) for v in ("e6d6", "e6d1") for e in ("eager", "compiled")}
     assert all(len(r["runs_ms"]) == 2 for r in data["results"])
+
+
+def _floor_script():
+    spec = importlib.util.spec_from_file_location("step_floor", REPO / "bench/step_floor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_floor_arithmetic():
+    sf = _floor_script()
+    # (1189 - 302) / 64 = 13.86 ms per step; 1189 / (302 + 64 x 6) = 1.733
+    assert sf.per_step_ms(1189.0, 302.0, 64) == pytest.approx(13.859, abs=1e-3)
+    assert sf.best_ratio(1189.0, 302.0, 64, 6.0) == pytest.approx(1189 / 686)
+
+
+def test_step_floor_reads_what_a_step_reads_and_prints_the_bound(tmp_path, capsys):
+    import torch
+
+    from asymprune.benchmark import build_arch_model
+
+    sf = _floor_script()
+    model = build_arch_model("small", "e6d1", "auto", 0, torch.device("cpu"), "fp32")
+    pairs = sf.step_operands(model, source_tokens=100)
+    # FLAN-T5-small, 1 decoder block: self q k v o, cross q o, wi_0 wi_1 wo, cached cross K
+    # and V, then lm_head = 11 + 1 products; values: 4 x 512 x 384 (self q k v o) + 2 x 512 x
+    # 384 (cross q, o) + 3 x 512 x 1024 (FFN) + 2 x 100 x 384 (cache) + 32128 x 512
+    assert len(pairs) == 12
+    n = 4 * 512 * 384 + 2 * 512 * 384 + 3 * 512 * 1024 + 2 * 100 * 384 + 32128 * 512
+    assert sum(w.numel() for w, _ in pairs) == n
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({
+        "args": {"size": "small", "strategy": "auto", "seed": 0, "source_tokens": 100,
+                 "new_tokens": 10, "device": "cpu", "threads": 1},
+        "results": [_row("e6d1", "eager", 120.0), _row("e6d1", "compiled", 60.0)]}))
+    assert sf.main(["--speed-json", str(speed), "--variant", "e6d1", "--runs", "3",
+                    "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "eager / compiled measured: 2.00x" in out
+    assert "eager: 120 ms per generate, 11.0 ms per step" in out  # (120 - 10) / 10
+    assert "in x out (x @ W): median" in out and "out x in (F.linear): median" in out
