@@ -221,3 +221,50 @@ def test_foreign_load_is_a_share_of_the_machine(monkeypatch):
     assert benchmark.foreign_load((0, 0), (500, 0), 1.0) == 1.0  # clamped: rounding
     assert benchmark.foreign_load((0, 0), (10, 0), 0.1) is None  # 20 ticks: too short to tell
     assert benchmark.foreign_load(None, (10, 0), 1.0) is None
+
+
+def test_weights_that_cannot_fit_stop_the_job_naming_the_remedies():
+    GiB = 2**30
+    benchmark.check_fits({"e6d6": 3 * GiB, "e6d3": 2 * GiB}, 5 * GiB, "benchmark of large/xsum",
+                         "fp32")  # exactly fits: no error (only the weights are counted)
+    with pytest.raises(RuntimeError) as e:
+        benchmark.check_fits({"e6d6": 3 * GiB, "e6d3": 2 * GiB, "e1d1": GiB // 2}, 5 * GiB,
+                             "benchmark of large/xsum", "fp32")
+    msg = str(e.value)
+    assert msg.startswith("benchmark of large/xsum: the 3 models timed interleaved")
+    assert "need 5.5 GiB of fp32 weights (largest: e6d6 3.0, e6d3 2.0, e1d1 0.5 GiB)" in msg
+    assert "5.0 GiB free" in msg and "benchmark.dtype: bf16" in msg
+
+
+def test_meta_sizes_equal_the_loaded_models(tiny_model, tiny_tokenizer, tmp_path):
+    from asymprune.modeling import load_model, meta_model, weight_bytes
+    from asymprune.nash.prune import prune_encoder
+
+    tiny_model.save_pretrained(tmp_path / "plain")
+    # width-pruned as NASH leaves it: per-layer heads and FFN widths differ
+    heads = [[0], [0, 1], [], [1], [0, 1], [0]]
+    units = [list(range(0, tiny_model.config.d_ff, k)) for k in (2, 3, 1, 5, 4, 7)]
+    prune_encoder(tiny_model, heads, units).save_pretrained(tmp_path / "nash")
+    for name in ("plain", "nash"):
+        for dtype in ("fp32", "bf16"):
+            meta = weight_bytes(meta_model(tmp_path / name, dtype))
+            assert meta == weight_bytes(load_model(tmp_path / name, dtype)) > 0, (name, dtype)
+    assert weight_bytes(meta_model(tmp_path / "nash")) < weight_bytes(meta_model(tmp_path / "plain"))
+    # arch mode sizes the model build_arch_model makes (its lm_head is not tied): 2 x 4 bytes x
+    # 32128 x 512 for shared + lm_head of FLAN-T5-small's embeddings, at least
+    arch = benchmark.build_arch_model("small", "e1d1", "auto", 0, torch.device("meta"), "fp32")
+    assert weight_bytes(arch) > 2 * 4 * 32128 * 512
+
+
+def test_a_gpu_run_is_sized_before_any_model_loads(tiny_model_dir, data_file, tmp_path,
+                                                    monkeypatch):
+    # no GPU here: pretend one with 1 kB free (the tiny model has more); the job must stop
+    # before loading a model
+    monkeypatch.setattr(benchmark, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 2**30))
+    monkeypatch.setattr(benchmark, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    with pytest.raises(RuntimeError, match=r"benchmark of tiny/toy: the 1 models timed "
+                                           r"interleaved .* 0\.0 GiB free"):
+        benchmark.main(["--model", f"e6d6={tiny_model_dir}", "--data-file", str(data_file),
+                        "--size", "tiny", "--dataset", "toy", "--device", "cuda",
+                        "--output-dir", str(tmp_path / "bench"), *TINY])

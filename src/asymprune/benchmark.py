@@ -63,7 +63,7 @@ from asymprune.engine import generate_with
 from asymprune.flan_t5 import SIZES, flan_t5_config
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
-                                resolve_device)
+                                meta_model, resolve_device, weight_bytes)
 from asymprune.provenance import make_sidecar, write_json
 from asymprune.variants import parse, parse_depth, sort
 
@@ -428,6 +428,27 @@ def time_cell(models: dict, cell: Cell, batches: list, args, eos_id: int,
     return stats
 
 
+def check_fits(need: dict[str, int], free: int, what: str, dtype: str) -> None:
+    """Stop before any model is loaded when the weights of all the variants one job keeps
+    resident cannot fit in the GPU's free memory: a CUDA out-of-memory error halfway through
+    loading would say less. FLAN-T5-large in fp32: e6d6 2.9 GiB, its 16 depth variants 33.3
+    GiB, with NASH-2/3/4 and three baselines up to 45.5 GiB (``weight_bytes`` of the meta
+    models): more than a 40 GB GPU holds. Only the weights are counted (inputs, KV
+    caches and activations come on top), so passing this check does not promise the run fits;
+    failing it means it cannot."""
+    total = sum(need.values())
+    if total <= free:
+        return
+    biggest = ", ".join(f"{v} {b / 2**30:.1f}" for v, b in
+                        sorted(need.items(), key=lambda kv: -kv[1])[:3])
+    raise RuntimeError(
+        f"{what}: the {len(need)} models timed interleaved (every one resident at once) need "
+        f"{total / 2**30:.1f} GiB of {dtype} weights (largest: {biggest} GiB), but the GPU has "
+        f"{free / 2**30:.1f} GiB free. Time them on a GPU with more memory, set "
+        f"benchmark.dtype: bf16 (half the bytes), or benchmark fewer variants (config keys "
+        f"variants, nash, baselines).")
+
+
 # ---------------------------------------------------------------------------------------------
 # the stage
 
@@ -440,13 +461,24 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
+    if device.type == "cuda":
+        # sized on the meta device: shapes only, nothing read or allocated
+        if args.arch is not None:
+            metas = {v: build_arch_model(args.arch, v, args.layer_selection, args.seed,
+                                         torch.device("meta"), args.dtype) for v in args.variants}
+        else:
+            metas = {v: meta_model(path, args.dtype) for v, path in args.model}
+        check_fits({v: weight_bytes(m) for v, m in metas.items()},
+                   torch.cuda.mem_get_info(device)[0],
+                   f"benchmark of {args.size}/{args.dataset}" if args.dataset
+                   else f"architecture-only benchmark of {args.size}", args.dtype)
     if args.arch is not None:
         models = {v: build_arch_model(args.arch, v, args.layer_selection, args.seed, device,
                                       args.dtype) for v in sort(args.variants)}
         tokenizer = None
     else:
-        # every variant resident at once: the rounds alternate between them (FLAN-T5-large in
-        # fp32, 19 variants: about 45 GB, which an 80 GB GPU holds)
+        # every variant resident at once: the rounds alternate between them (check_fits above
+        # stops a job whose weights cannot fit)
         paths = dict(args.model)
         models = {v: load_model(paths[v], args.dtype).to(device).eval() for v in sort(paths)}
         tokenizer = load_tokenizer(paths[next(iter(models))])

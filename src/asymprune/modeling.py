@@ -40,7 +40,7 @@ def load_model(name_or_path: str | Path, dtype: str = "fp32") -> T5ForConditiona
     shaped = getattr(config, LAYER_SHAPES_KEY, None) is not None
     # A width-pruned model (NASH) needs its per-layer modules built before the weights load;
     # the same from_pretrained call loads both kinds.
-    cls = ShapedT5ForConditionalGeneration if shaped else T5ForConditionalGeneration
+    cls = model_class(config)
     model, info = cls.from_pretrained(str(name_or_path), config=config, dtype=DTYPES[dtype],
                                       output_loading_info=True)
     if shaped and any(info.get(k) for k in ("missing_keys", "unexpected_keys",
@@ -49,6 +49,26 @@ def load_model(name_or_path: str | Path, dtype: str = "fp32") -> T5ForConditiona
         raise ValueError(f"{name_or_path}: the pruned weights do not match the layer shapes "
                          f"recorded in its config: {info}")
     return model
+
+
+def model_class(config) -> type[T5ForConditionalGeneration]:
+    """The class that rebuilds a saved model: a width-pruned one (NASH) records its shapes."""
+    shaped = getattr(config, LAYER_SHAPES_KEY, None) is not None
+    return ShapedT5ForConditionalGeneration if shaped else T5ForConditionalGeneration
+
+
+def meta_model(name_or_path: str | Path, dtype: str = "fp32") -> T5ForConditionalGeneration:
+    """The model ``load_model`` would give, built on the meta device: every shape and dtype, no
+    memory and no weights read. For sizing before anything is loaded."""
+    config = AutoConfig.from_pretrained(str(name_or_path))
+    with torch.device("meta"):
+        return model_class(config)(config).to(DTYPES[dtype])
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes the model's distinct parameters and buffers take (a tied lm_head counted once)."""
+    # parameters() and buffers() already yield a shared tensor once
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 def count_parameters(model: torch.nn.Module, *, include_lm_head: bool = False) -> int:
