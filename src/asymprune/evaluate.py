@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     references = [r["target"] for r in rows]
     per_doc = rouge.per_example(predictions, references)
-    metrics = {k: sum(d[k] for d in per_doc) / len(per_doc) for k in rouge.ROUGE_TYPES}
+    metrics = rouge.mean(per_doc)
     metrics["gen_len"] = sum(gen_lens) / len(gen_lens)
     # how far the mean could move on another sample of documents (seeded: reproducible);
     # one document has no spread to resample

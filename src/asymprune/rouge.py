@@ -51,9 +51,14 @@ def score(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
     An empty *prediction* is a valid (bad) summary and scores 0; an empty *list*, a length
     mismatch or a non-string is an error, never a number.
     """
-    per = per_example(predictions, references)
-    n = len(per)
-    return {key: sum(row[key] for row in per) / n for key in ROUGE_TYPES}
+    return mean(per_example(predictions, references))
+
+
+def mean(per: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The corpus score from :func:`per_example` rows: each ROUGE type averaged over them."""
+    if not per:
+        raise ValueError("rouge: no per-example scores to average")
+    return {key: sum(row[key] for row in per) / len(per) for key in ROUGE_TYPES}
 
 
 def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 1000,
