@@ -390,7 +390,7 @@ def time_cell(models: dict, cell: Cell, batches: list, args, eos_id: int,
                                      or any(c != args.new_tokens for c in counts)):
             raise AssertionError(f"fixed mode: expected exactly {args.new_tokens} new tokens "
                                  f"per row, got width {out.shape[1] - 1} and per-row {counts}")
-        return elapsed, counts, out.shape[1] - 1   # steps: the longest row's tokens
+        return elapsed, counts
 
     gc.collect()
     # The compiled engine compiles once per input shape: warm every distinct shape up, so that
@@ -414,10 +414,12 @@ def time_cell(models: dict, cell: Cell, batches: list, args, eos_id: int,
         batch = batches[r % len(batches)]
         k = r % len(variants)
         for variant in variants[k:] + variants[:k]:  # rotated: variant i at (i - r) mod V
-            elapsed, row_counts, n_steps = run_once(variant, batch)
+            elapsed, row_counts = run_once(variant, batch)
             times[variant].append(elapsed)
             counts[variant].extend(row_counts)
-            steps[variant].append(n_steps)
+            # the steps the batch paid for: its longest row (generation stops after the last
+            # row's EOS or at the length limit, and the output is that wide)
+            steps[variant].append(max(row_counts))
     foreign = foreign_load(before, cpu_ticks(), time.perf_counter() - t0)
     stats = {}
     for variant in variants:
