@@ -1,4 +1,4 @@
-"""Time generation of several variants of one model, interleaved (protocol: DESIGN.md section 5).
+"""Time generation of several variants of one model, interleaved (protocol: docs/benchmark.md).
 
 One job times every variant of a size/dataset (or of a FLAN-T5 architecture), so that the
 ratios it reports cannot be skewed by something that happened between two jobs:

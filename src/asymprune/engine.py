@@ -20,7 +20,7 @@ position bias is one row of a table. It follows ``modeling_t5`` (transformers 5)
 operation; the tests check token identity with the eager path.
 
 Depth and width: the caches are sized from the *decoder* (``len(model.decoder.block)``, heads
-per decoder attention), never from ``config.num_layers`` (the encoder depth, see DESIGN.md 4),
+per decoder attention), never from ``config.num_layers`` (the encoder depth, see docs/transformers-notes.md),
 so e1d6-style models work. A width-pruned encoder (``ShapedT5ForConditionalGeneration``) is
 only ever run through its own eager forward, so its per-layer head counts need nothing here.
 """

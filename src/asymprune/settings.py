@@ -217,7 +217,7 @@ class Evaluate:
 
 @dataclass(frozen=True, kw_only=True)
 class Benchmark:
-    """Generation latency (DESIGN.md section 5)."""
+    """Generation latency (protocol: docs/benchmark.md)."""
 
     enabled: bool = setting(True, "benchmark every model", stage=False)
     device: str = setting("cuda", "where latency is measured; also names "

@@ -1,4 +1,4 @@
-# Generation latency (DESIGN.md section 5): trained models, and exact FLAN-T5 architectures
+# Generation latency (protocol: docs/benchmark.md): trained models, and exact FLAN-T5 architectures
 # with random weights (all 16 depth variants, no training needed). One job times every variant
 # of a size/dataset, interleaved round by round, so that their ratios share one machine state.
 # On a CPU the benchmark takes every core of the run, so that no other job skews its timings.
