@@ -68,6 +68,8 @@ def publish(staged: Path, final: Path) -> None:
     if final.exists():
         set_aside(final, "another checkpoint of the same step replaces it")
     os.replace(staged, final)
+    if not any(staged.parent.iterdir()):   # nothing else being written: no empty folder left
+        staged.parent.rmdir()
 
 
 def set_aside(path: Path, why: str) -> Path:
