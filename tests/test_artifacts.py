@@ -26,3 +26,12 @@ def test_jsonl_round_trip(tmp_path):
     rows = [{"id": "1", "source": "ä", "target": "b"}]
     assert write_jsonl(tmp_path / "x.jsonl", rows) == 1
     assert read_jsonl(tmp_path / "x.jsonl") == rows
+
+
+def test_what_a_killed_writer_left_is_deleted_by_the_next_write(tmp_path):
+    (tmp_path / "model.tmp-4242").mkdir()            # a SIGKILLed process's temp folder
+    (tmp_path / "model.tmp-4242" / "model.safetensors").write_text("half")
+    (tmp_path / "model-2.tmp-4242").mkdir()          # another folder's: not ours to delete
+    with atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model-2.tmp-4242"]

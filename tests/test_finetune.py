@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from asymprune import finetune
+from asymprune.checkpoints import whole_run_mean
 from asymprune.modeling import load_model
 
 TINY = json.dumps({"d_model": 32, "d_ff": 48, "d_kv": 8, "num_heads": 4, "num_layers": 2,
@@ -83,6 +85,57 @@ def test_non_finite_loss_stops_naming_the_step(news_dir, tiny_model, tiny_tokeni
     assert not (tmp_path / "o").exists()
 
 
+def test_whole_run_loss_weighs_each_logged_mean_by_its_steps():
+    # each log averages the steps since the previous one: (4 x 1 + 3 x 9 + 2 x 2) / 12
+    history = [{"step": 1, "loss": 4.0}, {"step": 10, "loss": 3.0, "grad_norm": 1.0},
+               {"step": 12, "loss": 2.0}, {"step": 12, "train_loss": 9.9}]
+    assert whole_run_mean(history, "loss", 12) == pytest.approx(35 / 12)
+    with pytest.raises(RuntimeError, match=r"steps 1..14 .*\[1, 10, 12\]"):
+        whole_run_mean(history, "loss", 14)
+
+
+def _keep_only_config(folder):
+    """What a kill mid-save left with the Trainer's own, non-atomic save: the model's config."""
+    for p in folder.iterdir():
+        if p.name not in ("config.json", "generation_config.json"):
+            p.unlink()
+
+
+def _truncate_optimizer(folder):
+    data = (folder / "optimizer.pt").read_bytes()
+    (folder / "optimizer.pt").write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("damage, why", [(_keep_only_config, "model.safetensors missing"),
+                                         (_truncate_optimizer, "optimizer.pt unreadable")])
+def test_a_half_written_checkpoint_is_set_aside_and_the_previous_one_resumed(
+        news_dir, tiny_tokenizer_dir, tmp_path, caplog, damage, why):
+    # logs at steps 1, 2, 4, 5, 6 (first, saves, every 5th): the loss averages are uneven
+    steps = ["--max-steps", "6", "--save-steps", "2", "--logging-steps", "5"]
+    ref, ck = tmp_path / "ref", tmp_path / "ck"
+    assert finetune.main(argv(news_dir, tiny_tokenizer_dir, ref, ck, *steps)) == 0
+    assert sorted(p.name for p in ck.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    half = ck / "checkpoint-6"
+    damage(half)
+    (ck / "staging" / "checkpoint-7").mkdir(parents=True)   # a save that was cut off
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert finetune.main(argv(news_dir, tiny_tokenizer_dir, out, ck, *steps)) == 0
+    side = json.loads((out / "sidecar.json").read_text())
+    ref_side = json.loads((ref / "sidecar.json").read_text())
+    aside = ck / "incomplete" / "checkpoint-6"
+    assert side["resumed_from"] == str(ck / "checkpoint-4")
+    assert f"checkpoint folder {half} is incomplete ({why}" in caplog.text
+    assert f"moved it to {aside}" in caplog.text
+    assert aside.is_dir() and not (ck / "staging" / "checkpoint-7").exists()
+    # steps 5-6 again from checkpoint 4: the same weights, and the loss of all 6 steps (the
+    # Trainer's own train_loss would average steps 5-6 only)
+    assert (out / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+    assert side["metrics"]["train_loss"] == ref_side["metrics"]["train_loss"]
+    history = json.loads((ck / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 4, 5, 6]
+
+
 def _run(args, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "asymprune.finetune", *args], env=env,
@@ -129,6 +182,9 @@ def _interrupt_and_resume(news_dir, tok_dir, tmp_path, sig):
     assert side["metrics"]["global_step"] == 12
     # model, optimizer, scheduler, RNG and data position restored: same result as no interruption
     assert side["metrics"]["eval_loss"] == pytest.approx(ref_side["metrics"]["eval_loss"], abs=1e-4)
+    # the loss of all 12 steps, not only of those after the resume
+    assert side["metrics"]["train_loss"] == pytest.approx(ref_side["metrics"]["train_loss"],
+                                                          rel=1e-6)
     return saved
 
 

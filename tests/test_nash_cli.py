@@ -4,8 +4,10 @@ checkpoints resume to the same result, other encoder modes, flag validation."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
 import signal
 
 import pytest
@@ -183,9 +185,35 @@ def test_interrupted_runs_resume_to_the_same_model(l0_run, teacher_dir, news_dir
     assert side["reached_sparsity"] == ref["reached_sparsity"]
     assert side["kept"] == ref["kept"]
     assert side["loss_summary"] == ref["loss_summary"]
+    # the history travels in the checkpoints: every logged step, resumes included
+    assert (out / "nash_history.jsonl").read_text() == \
+        (l0_run / "out" / "nash_history.jsonl").read_text()
     a = load_model(out).state_dict()
     b = load_model(l0_run / "out").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_half_written_checkpoint_is_set_aside_and_the_previous_one_resumed(
+        l0_run, teacher_dir, news_dir, tmp_path, caplog):
+    """The uninterrupted run's checkpoints, its newest one cut off mid-file: the rerun sets it
+    aside (and a cut-off staging write), resumes step 4 and ends with the same model."""
+    out, ck = tmp_path / "out", tmp_path / "ck"
+    shutil.copytree(l0_run / "ck", ck)
+    state = ck / "step-00000006" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    (ck / "staging" / "step-00000007").mkdir(parents=True)
+    with caplog.at_level(logging.INFO):
+        assert nash.main(argv(teacher_dir, news_dir, out, ck)) == 0
+    assert (f"checkpoint folder {ck / 'step-00000006'} is incomplete (state.pt unreadable"
+            in caplog.text)
+    assert (ck / "incomplete" / "step-00000006").is_dir()
+    assert not (ck / "staging" / "step-00000007").exists()
+    side = json.loads((out / "sidecar.json").read_text())
+    assert side["training"]["resumed_from"] == str(ck / "step-00000004")
+    assert (out / "model.safetensors").read_bytes() == \
+        (l0_run / "out" / "model.safetensors").read_bytes()
+    assert (out / "nash_history.jsonl").read_text() == \
+        (l0_run / "out" / "nash_history.jsonl").read_text()
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(teacher_dir, news_dir, tmp_path):

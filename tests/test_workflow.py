@@ -153,6 +153,26 @@ def test_missing_local_data_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_failed_jobs_reason_is_on_the_console_with_the_default_profile(tmp_path):
+    """A corrupt JSONL line stops the data job; the profile's show-failed-logs puts the job's
+    log, with the line that names file, line and config key, on the console."""
+    src = tmp_path / "corrupt"
+    src.mkdir()
+    for split in ("train", "validation", "test"):
+        (src / f"{split}.jsonl").write_text('{"source": "a", "target": "b"}\n')
+    (src / "train.jsonl").write_text('{"source": "a", "target": "b"}\n{"source": "a",\n')
+    cfg = copy.deepcopy(MICRO)
+    cfg["datasets"] = {"odd": {"kind": "local", "path": str(src)}}
+    rc, out = snakemake("results/micro/data/odd/data.json", "--profile",
+                        str(REPO / "workflow/profiles/default"), "-s", str(REPO / "Snakefile"),
+                        "--directory", str(tmp_path), "--configfile",
+                        str(write_config(tmp_path / "odd.yaml", cfg)))
+    assert rc != 0
+    assert "Logfile results/micro/logs/data/odd.log:" in out, out
+    assert (f"asymprune.data: error: {src / 'train.jsonl'}:2: not valid JSON") in out
+    assert "point config key datasets.odd.path elsewhere" in out
+
+
 # The micro run's folders have spaces: every rule must quote every path it hands a shell.
 MICRO_RUN = dict(copy.deepcopy(MICRO), results_dir="my results", reports_dir="my reports")
 

@@ -2,12 +2,14 @@
 
 Snakemake deletes a rule's outputs before it reruns a job and trusts an output that exists.
 A model folder is therefore built under a temporary name beside its final place and renamed
-into place at the end: a crash leaves ``<dir>.tmp-*`` behind, never a half-written model.
+into place at the end: a crash leaves ``<dir>.tmp-*`` behind, never a half-written model, and
+the next write of the same folder deletes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -21,9 +23,10 @@ def atomic_dir(final: Path | str) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces ``final`` in one rename."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # what a killed writer of the same folder left (Snakemake never runs one job twice at once)
+    for stale in final.parent.glob(f"{glob.escape(final.name)}.tmp-*"):
+        shutil.rmtree(stale)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         yield tmp

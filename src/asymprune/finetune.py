@@ -8,9 +8,13 @@ lr 1e-4 constant, weight decay 0.01, 3 epochs.
   effective batch = per-device batch x accumulation x devices, e.g. 8 x 8 x 1 = 64 or 8 x 2 x 4 = 64.
 
 Long jobs are resumable: checkpoints go to ``--checkpoint-dir`` (never a Snakemake output, so
-never deleted by a rerun) and a rerun resumes from the newest one (model, optimizer,
-scheduler, RNG and data position, all restored by the Trainer). SIGTERM (what SLURM sends
-before a pre-emption kill) writes a checkpoint and exits 143. A non-finite loss stops the job
+never deleted by a rerun) and a rerun resumes from the newest complete one (model, optimizer,
+scheduler, RNG and data position, all restored by the Trainer). Each checkpoint is written
+into ``staging/`` and renamed into place when whole, so a kill mid-save costs only that save;
+an incomplete checkpoint folder is set aside, not resumed (``asymprune.checkpoints``). The
+sidecar's ``train_loss`` averages every step of the run, resumes included, from the log
+history the checkpoints carry. SIGTERM (what SLURM sends before a pre-emption kill) writes a
+checkpoint and exits 143. A non-finite loss stops the job
 naming the step. ``--batch-divisor`` (Snakemake passes the retry attempt after an OOM) halves
 the per-device batch and doubles accumulation, keeping the effective batch.
 """
@@ -29,12 +33,14 @@ from pathlib import Path
 import torch
 from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments,
                           T5Config, T5ForConditionalGeneration, TrainerCallback)
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from asymprune import settings
 from asymprune.artifacts import atomic_dir
 from asymprune.batching import batch_plan, encode_pairs, settings_key
-from asymprune.checkpoints import discard_stale, fingerprint
+from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
+                                   trainer_checkpoint_problems, whole_run_mean)
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.provenance import make_sidecar, read_json, write_json
 
@@ -53,7 +59,37 @@ class NonFiniteLoss(FloatingPointError):
 
 
 class GuardedTrainer(Seq2SeqTrainer):
-    """Stops at the first NaN/inf loss, naming the optimizer step it happened in."""
+    """Stops at the first NaN/inf loss, naming the optimizer step it happened in, and writes
+    each checkpoint atomically: the Trainer saves it into ``<checkpoint-dir>/staging/``, and
+    once every process has written its part it is renamed to ``<checkpoint-dir>/checkpoint-N``
+    (a kill mid-save leaves only the staging folder, which the next run deletes)."""
+
+    _staging = False
+
+    def _get_output_dir(self, trial):
+        run_dir = super()._get_output_dir(trial)
+        return str(staging_dir(Path(run_dir))) if self._staging else run_dir
+
+    def _save_checkpoint(self, model, trial):
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged, final = staging_dir(run_dir) / name, run_dir / name
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)   # its rotation sees only the staging folder
+        finally:
+            self._staging = False
+        if self.state.best_model_checkpoint == str(staged):   # this step is the best so far
+            self.state.best_model_checkpoint = str(final)
+            if self.args.should_save:
+                self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()   # every process's RNG state is in `staged`
+        if self.args.should_save:
+            publish(staged, final)
+            # by step number: the folder names say the order, whatever the file system's mtime
+            rotate_checkpoints(str(run_dir), self.args.save_total_limit,
+                               self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -62,6 +98,18 @@ class GuardedTrainer(Seq2SeqTrainer):
                                 f"{self.state.global_step + 1}; lower the learning rate or "
                                 f"use fp32/bf16 instead of fp16")
         return loss
+
+
+class LogAtSaves(TrainerCallback):
+    """Log the loss at every step that saves a checkpoint (after the callbacks that ask for a
+    save), so that each checkpoint's log history ends at its own step and a resumed run's first
+    log averages exactly the steps since the resume: the whole-run loss then weighs every
+    step once (``checkpoints.whole_run_mean``)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+        return control
 
 
 class PreemptionCheckpoint(TrainerCallback):
@@ -108,12 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def prepare_checkpoint_dir(ckpt: Path, fp: dict) -> str | None:
-    """Newest resumable Trainer checkpoint, after discarding those of other settings or code."""
-    discard_stale(ckpt, fp, "checkpoint-*")
-    last = get_last_checkpoint(str(ckpt))
-    if last:
-        log.info("resuming from %s", last)
-    return last
+    """Newest complete Trainer checkpoint, after discarding those of other settings or code
+    and setting aside incomplete ones."""
+    discard_stale(ckpt, fp, f"{PREFIX_CHECKPOINT_DIR}-*")
+    done = resumable(ckpt, PREFIX_CHECKPOINT_DIR, trainer_checkpoint_problems)
+    if not done:
+        return None
+    log.info("resuming from %s", done[-1])
+    return str(done[-1])
 
 
 def build_model(args, tokenizer) -> T5ForConditionalGeneration:
@@ -167,9 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     train_ds = tokenized(args.train_file, tokenizer, args, args.max_train_samples)
     eval_ds = (tokenized(args.validation_file, tokenizer, args, args.max_eval_samples)
                if args.validation_file else None)
-    resume = prepare_checkpoint_dir(args.checkpoint_dir,
-                                    fingerprint(args, FINGERPRINT_EXCLUDE, "finetune"))
-
     targs = Seq2SeqTrainingArguments(
         output_dir=str(args.checkpoint_dir),
         per_device_train_batch_size=per_device,
@@ -196,18 +243,24 @@ def main(argv: list[str] | None = None) -> int:
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+    # process 0 cleans the folder first; the others then find only complete checkpoints
+    with targs.main_process_first(local=False, desc="checking checkpoints"):
+        resume = prepare_checkpoint_dir(args.checkpoint_dir,
+                                        fingerprint(args, FINGERPRINT_EXCLUDE, "finetune"))
     preemption = PreemptionCheckpoint()
     trainer = GuardedTrainer(
         model=model, args=targs, train_dataset=train_ds, processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100,
                                              pad_to_multiple_of=8 if use_cuda else None),
-        callbacks=[preemption])
-    result = trainer.train(resume_from_checkpoint=resume)
+        callbacks=[preemption, LogAtSaves()])
+    trainer.train(resume_from_checkpoint=resume)
     if preemption.requested:
         log.warning("stopped by SIGTERM at step %d; checkpoint saved in %s; rerun to resume",
                     trainer.state.global_step, args.checkpoint_dir)
         return EXIT_PREEMPTED
-    metrics = {"train_loss": result.training_loss, "global_step": trainer.state.global_step}
+    step = trainer.state.global_step
+    metrics = {"train_loss": whole_run_mean(trainer.state.log_history, "loss", step),
+               "global_step": step}
     if eval_ds is not None:
         eval_loss = trainer.evaluate(eval_dataset=eval_ds)["eval_loss"]
         if not math.isfinite(eval_loss):

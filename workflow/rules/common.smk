@@ -162,6 +162,20 @@ if LOCAL_DATA_PROBLEMS:
           + "\n".join(LOCAL_DATA_PROBLEMS), file=sys.stderr)
 
 
+# Hub ids exist? One metadata call per id, in the process that plans the run (not in the
+# jobs a cluster executor starts). An id the hub does not know stops every run, dry or real;
+# one that could not be checked (no network, not in the local cache) only warns a dry run,
+# and a real run stops in onstart, before any job.
+HUB = (workflow_config.check_hub_models(config["models"]) if workflow.is_main_process
+       else workflow_config.HubCheck())
+if HUB.missing:
+    raise WorkflowError("models not found on the hub:\n" + "\n".join(HUB.missing))
+if HUB.unchecked:
+    print("WARNING: could not check that these models are on the hub; a real run will stop "
+          "before any job unless the hub answers or the local cache has them:\n"
+          + "\n".join(HUB.unchecked), file=sys.stderr)
+
+
 def eval_json(size, dataset, variant):
     return f"{RESULTS}/eval/{size}/{dataset}/{variant}.json"
 
@@ -213,3 +227,8 @@ onstart:
     if LOCAL_DATA_PROBLEMS:
         raise WorkflowError("local data set files are missing; nothing was run:\n"
                             + "\n".join(LOCAL_DATA_PROBLEMS))
+    if HUB.unchecked:
+        raise WorkflowError("could not check that these models are on the hub; nothing was "
+                            "run:\n" + "\n".join(HUB.unchecked) + "\nconnect to the hub, "
+                            "or download them once (`hf download ID`) so that the local cache "
+                            "has them")

@@ -41,8 +41,8 @@ the multipliers' gradients are averaged by hand (they are outside DDP), so every
 identically (checked at the end). Only process 0 writes checkpoints, the output folder and
 the sidecar; the others wait at a barrier.
 
-Checkpoints (``--checkpoint-dir``, step-NNNNNNNN/state.pt, newest two kept, written whole or
-not at all) hold the student, gates, multipliers, the three optimisers, the scheduler, the AMP
+Checkpoints (``--checkpoint-dir``, step-NNNNNNNN/state.pt, newest two kept, written into
+``staging/`` and renamed into place when whole; an incomplete one is set aside, not resumed) hold the student, gates, multipliers, the three optimisers, the scheduler, the AMP
 scaler, every process's RNG state, the loss history and the step (which fixes the data
 position); a rerun resumes from the newest, one written under other settings, code or number
 of processes is discarded. SIGTERM saves a checkpoint and exits 143. ``--batch-divisor K``
@@ -74,7 +74,8 @@ from asymprune import settings, variants
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.artifacts import atomic_dir, write_jsonl
 from asymprune.batching import batch_plan, settings_key
-from asymprune.checkpoints import discard_stale, fingerprint
+from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
+                                   torch_file_problem)
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.nash import gates
 from asymprune.nash.data import (ExampleStream, micro_batch_positions, tokenized,
@@ -91,6 +92,7 @@ log = logging.getLogger("asymprune.nash")
 EXIT_PREEMPTED = 143          # 128 + SIGTERM(15)
 MASK_CHECK_ATOL = 1e-4        # masked vs physically pruned logits
 KEEP_CHECKPOINTS = 2
+CHECKPOINT_PREFIX = "step"    # step-NNNNNNNN: zero-padded, so names sort by step
 # Arguments that do not change what is trained: a checkpoint written under other values of
 # these is still resumable (the batch divisor splits the same examples differently; the
 # tolerances and the validation size only act after training).
@@ -290,22 +292,28 @@ class NashObjective:
 # checkpoints
 
 
-def _step_dirs(ckpt: Path) -> list[Path]:
-    """Finished checkpoint folders, oldest first (``step-NNNNNNNN.tmp-PID`` is a save that
-    was cut off: atomic_dir renames only complete ones)."""
-    return sorted(p for p in ckpt.glob("step-*") if ".tmp-" not in p.name)
+def checkpoint_problems(path: Path) -> list[str]:
+    """What a checkpoint folder lacks to be resumed: its one ``state.pt``, whole."""
+    problem = torch_file_problem(path / "state.pt")
+    return [problem] if problem else []
 
 
 def newest_checkpoint(ckpt: Path) -> Path | None:
-    done = [p for p in _step_dirs(ckpt) if (p / "state.pt").is_file()]
+    """The newest complete checkpoint, after setting aside incomplete ones (process 0 first)."""
+    done = resumable(ckpt, CHECKPOINT_PREFIX, checkpoint_problems)
     return done[-1] if done else None
 
 
 def save_checkpoint(ckpt: Path, step: int, state: dict) -> Path:
-    final = ckpt / f"step-{step:08d}"
-    with atomic_dir(final) as tmp:
-        torch.save(state, tmp / "state.pt")
-    for old in _step_dirs(ckpt)[:-KEEP_CHECKPOINTS]:
+    """Write ``state`` into ``staging/``, rename it into place, keep the newest two."""
+    final = ckpt / f"{CHECKPOINT_PREFIX}-{step:08d}"
+    staged = staging_dir(ckpt) / final.name
+    if staged.exists():
+        shutil.rmtree(staged)
+    staged.mkdir(parents=True)
+    torch.save(state, staged / "state.pt")
+    publish(staged, final)
+    for old in sorted(ckpt.glob(f"{CHECKPOINT_PREFIX}-*"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old)
     return final
 
@@ -452,11 +460,14 @@ class NashRecipe:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
 
         fp_args = argparse.Namespace(**vars(args), world_size=self.world)
-        if acc.is_main_process:   # RNG states are per process: another world size starts over
-            discard_stale(args.checkpoint_dir, fingerprint(fp_args, FINGERPRINT_EXCLUDE, "nash"),
-                          "step-*")
-        acc.wait_for_everyone()
-        self.resumed = newest_checkpoint(args.checkpoint_dir)
+        # process 0 discards stale checkpoints and sets incomplete ones aside; the others then
+        # find only complete ones
+        with acc.main_process_first():
+            if acc.is_main_process:   # RNG states are per process: another world size starts over
+                discard_stale(args.checkpoint_dir,
+                              fingerprint(fp_args, FINGERPRINT_EXCLUDE, "nash"),
+                              f"{CHECKPOINT_PREFIX}-*")
+            self.resumed = newest_checkpoint(args.checkpoint_dir)
         if self.resumed is not None:
             self.load(self.resumed)
         # after loading: DDP broadcasts process 0's weights, equal on every process by now
