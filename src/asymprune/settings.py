@@ -270,8 +270,11 @@ RELEASED_NASH_TRAIN: dict[str, Any] = {
     "distill_dec": 0.0,
     # models/l0_module.py: gates on the decoder's self/cross heads and FFN units too
     "decoder_gates": True,
-    # data/*.py: labels padded with the pad id (0), not -100
+    # run_prune.py: targets tokenized with padding="max_length", labels = input_ids: padded
+    # with the pad id (0), not -100; cnndm/xsum targets up to the model's summarization
+    # max_length (task_specific_params, 200 for T5) or 200
     "label_padding": "pad",
+    "max_target_length": 200,
     # no --weight_decay, no --fp16: TrainingArguments' defaults
     "weight_decay": 0.0,
     "precision": "fp32",
@@ -291,7 +294,8 @@ RELEASED_NASH_FINETUNE: dict[str, Any] = {
     "eval_steps": 3000,                # eval_steps=3000
     # trainer/trainer.py: with pruning_type None it keeps the best ROUGE-L from the start
     "checkpoint_selection": "best",
-    "label_padding": "pad",            # data/*.py: labels padded with the pad id
+    "label_padding": "pad",            # run_prune.py: padding="max_length" labels
+    "max_target_length": 200,          # run_prune.py: cnndm/xsum targets
     # ours, not the script's (save_steps=0 there): the Trainer reloads the best from a save
     "save_steps": 3000,
 }
