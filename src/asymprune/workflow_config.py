@@ -233,6 +233,10 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
 
     retries = cfg["execution"]["retries"]
     released = any(V.protocol(v) == "released" for v in nash_variants)
+    for size in cfg["nash"]["released"]["sizes"] or []:
+        if size not in cfg["models"]:
+            problems.append(f"config key nash.released.sizes: {size!r} is not a size of models "
+                            f"({', '.join(cfg['models'])})")
     for key in ("finetune", "refinetune", "nash_finetune", "nash_train",
                 "nash_finetune_released", "nash_train_released"):
         t = built[key]
