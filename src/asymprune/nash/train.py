@@ -28,6 +28,15 @@ pruning. The pruned model still needs the final fine-tuning (``asymprune.finetun
    the rounded masks' sparsity and the moved units) and physical pruning (``nash.prune``); the
    stage checks that the masked and the pruned student give the same logits (max |diff| <= 1e-4).
 
+As NASH's released code, optionally (``docs/nash.md``): ``decoder_gates`` puts hard-concrete
+gates on the kept decoder blocks' self/cross-attention heads and FFN units too (trained with
+the encoder's, in no sparsity) and folds their final values into the decoder's weights (in
+the same logits check); ``checkpoint_selection: best`` scores the student as it would be
+pruned (ROUGE-L of greedy summaries of ``selection_samples`` validation examples) every
+``eval_steps`` once selection started, and prunes the best instead of the last;
+``label_padding: pad`` lets padding count in every loss. The sidecar records the protocol
+(``-rel`` ids: the released one) and the selection.
+
 The run is a recipe (torchtune's shape): ``NashRecipe.setup`` / ``train_step`` / ``save`` /
 ``load`` / ``finish`` / ``cleanup``. It is a hand-written loop rather than a Trainer subclass:
 a frozen teacher forward, a loss built from hooks on both models, three optimisers (one
