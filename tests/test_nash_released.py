@@ -127,3 +127,38 @@ def test_selection_starts_at_its_fraction_of_the_steps(teacher_dir, news_dir, tm
     assert sel["started_at_step"] == 3
     assert [s for s, _ in sel["scores"]] == [3, 4, 5, 6]
     assert sel["chosen_step"] == 3          # equal scores: the first stays the best
+
+
+def test_the_last_pair_is_distilled_after_final_layer_norm(tiny_tokenizer):
+    """A student whose decoder final_layer_norm weight is doubled matches every block output
+    of its teacher (a copy) exactly; only the last pair, taken after the norm, differs: by
+    the teacher's normed output (2 n - n = n). A low selection's last pair (teacher block 1 of
+    6) is not the teacher's final hidden state and stays a block output."""
+    import copy
+
+    from asymprune.nash.loss import hidden_mse
+    from asymprune.nash.train import BlockOutputs, final_normed
+
+    torch.manual_seed(0)
+    teacher = T5ForConditionalGeneration(tiny_config(len(tiny_tokenizer))).eval()
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.decoder.final_layer_norm.weight.mul_(2)
+    t_out, s_out = BlockOutputs(teacher.decoder), BlockOutputs(student.decoder)
+    ids = torch.randint(2, len(tiny_tokenizer), (2, 10))
+    dec = torch.randint(2, len(tiny_tokenizer), (2, 6))
+    with torch.no_grad():
+        teacher(input_ids=ids, decoder_input_ids=dec)
+        student(input_ids=ids, decoder_input_ids=dec)
+    t_h, s_h = t_out.take(), s_out.take()
+    pairs = [(i, i) for i in range(6)]
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    assert float(hidden_mse(s_h, t_h, pairs, mask)) == 0.0          # block outputs: equal
+    s_n, t_n = final_normed(student.decoder, teacher.decoder, s_h, t_h, pairs)
+    assert all(torch.equal(a, b) for a, b in zip(s_n[:-1], s_h[:-1]))
+    n = teacher.decoder.final_layer_norm(t_h[-1]).detach()
+    assert torch.allclose(t_n[-1], n) and torch.allclose(s_n[-1], 2 * n)
+    assert float(hidden_mse(s_n, t_n, pairs, mask)) == pytest.approx(float((n ** 2).mean()))
+    low = [(0, 0), (1, 1)]
+    s_l, t_l = final_normed(student.decoder, teacher.decoder, s_h[:2], t_h, low)
+    assert s_l is not None and torch.equal(s_l[-1], s_h[1]) and torch.equal(t_l[-1], t_h[-1])
