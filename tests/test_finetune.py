@@ -193,5 +193,16 @@ def test_best_checkpoint_selection_keeps_the_validation_best(news_dir, tiny_toke
 
 
 def test_label_padding_pad_counts_padding_in_the_loss(tiny_tokenizer):
-    assert finetune.label_pad_id("ignore", tiny_tokenizer) == -100
-    assert finetune.label_pad_id("pad", tiny_tokenizer) == tiny_tokenizer.pad_token_id == 0
+    """Labels of 2 and 4 tokens in one batch: ignore pads the short one with -100 (2 labels
+    out of the loss), pad with T5's pad id 0 (all 8 positions in the cross-entropy)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    from asymprune.batching import label_pad_id
+
+    rows = [{"input_ids": [5, 6, 1], "labels": [7, 1]},
+            {"input_ids": [5, 1], "labels": [7, 8, 9, 1]}]
+    for padding, fill, counted in (("ignore", -100, 6), ("pad", 0, 8)):
+        pad_id = label_pad_id(padding, tiny_tokenizer)
+        labels = DataCollatorForSeq2Seq(tiny_tokenizer, label_pad_token_id=pad_id)(rows)["labels"]
+        assert labels[0].tolist() == [7, 1, fill, fill]
+        assert int((labels != -100).sum()) == counted

@@ -41,7 +41,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from asymprune import rouge, settings
 from asymprune.artifacts import atomic_dir
-from asymprune.batching import batch_plan, encode_pairs, settings_key
+from asymprune.batching import batch_plan, encode_pairs, label_pad_id, settings_key
 from asymprune.checkpoints import discard_stale, fingerprint
 from asymprune.generation import fresh_cache
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
@@ -81,12 +81,6 @@ class GuardedTrainer(Seq2SeqTrainer):
                       "past_key_values": fresh_cache()}
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys,
                                        **gen_kwargs)
-
-
-def label_pad_id(padding: str, tokenizer) -> int:
-    """-100 (left out of the loss) or the tokenizer's pad id (counted, as NASH's released
-    code: T5's pad id is 0)."""
-    return -100 if padding == "ignore" else tokenizer.pad_token_id
 
 
 def rouge_l_metric(tokenizer):

@@ -82,7 +82,7 @@ from transformers import DataCollatorForSeq2Seq, get_scheduler
 from asymprune import rouge, settings, variants
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.artifacts import atomic_dir, write_jsonl
-from asymprune.batching import batch_plan, settings_key
+from asymprune.batching import batch_plan, label_pad_id, settings_key
 from asymprune.checkpoints import discard_stale, fingerprint
 from asymprune.generation import generate
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
@@ -467,8 +467,7 @@ class NashRecipe:
         # token masks below are labels != -100)
         collator = DataCollatorForSeq2Seq(
             self.tokenizer, model=self.teacher,
-            label_pad_token_id=-100 if args.label_padding == "ignore"
-            else self.tokenizer.pad_token_id,
+            label_pad_token_id=label_pad_id(args.label_padding, self.tokenizer),
             pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.collate = lambda rows: collator(rows).to(self.device)
         self.stream = ExampleStream(len(self.train_data), args.seed)
