@@ -92,3 +92,34 @@ def test_step_floor_reads_what_a_step_reads_and_prints_the_bound(tmp_path, capsy
     assert "eager / compiled measured: 2.00x" in out
     assert "eager: 120 ms per generate, 11.0 ms per step" in out  # (120 - 10) / 10
     assert "in x out (x @ W): median" in out and "out x in (F.linear): median" in out
+
+
+def test_nash_final_norm_measures_before_and_after_the_final_layer_norm(tiny_tokenizer,
+                                                                        news_dir):
+    """A student that is the teacher with its decoder's final_layer_norm weight doubled: every
+    block output matches (MSE 0 before the norm), and after the norm the last pair differs by
+    exactly the normed teacher output: MSE(2 n, n) = mean(n^2) > 0, all of the sum."""
+    import copy
+
+    import torch
+    from transformers import DataCollatorForSeq2Seq, T5ForConditionalGeneration
+
+    from asymprune.nash.data import tokenized
+    from conftest import tiny_config
+
+    spec = importlib.util.spec_from_file_location("nash_final_norm",
+                                                  REPO / "bench/nash_final_norm.py")
+    nfn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nfn)
+    torch.manual_seed(0)
+    teacher = T5ForConditionalGeneration(tiny_config(len(tiny_tokenizer))).eval()
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.decoder.final_layer_norm.weight.mul_(2)
+    rows = tokenized(news_dir / "validation.jsonl", tiny_tokenizer, 48, 16, 4)
+    batch = DataCollatorForSeq2Seq(tiny_tokenizer, model=teacher)(rows)
+    pairs = [(i, i) for i in range(6)]
+    r = nfn.measure(teacher, student, pairs, pairs, [dict(batch)])
+    assert r["decoder"]["pairs"] == [0.0] * 6 and r["encoder"]["pairs"] == [0.0] * 6
+    assert r["encoder"]["last_after_final_norm"] == 0.0
+    assert r["decoder"]["last_after_final_norm"] > 0 and r["decoder"]["last_share_after"] == 1.0

@@ -216,3 +216,49 @@ def test_two_process_ddp_keeps_the_effective_batch(news_dir, tiny_tokenizer_dir,
     assert side["batch"] == {"effective": 16, "per_device": 4, "accumulation": 2,
                              "world_size": 2, "batch_divisor": 1}
     assert side["metrics"]["global_step"] == 3
+
+
+def test_best_checkpoint_selection_keeps_the_validation_best(news_dir, tiny_tokenizer_dir,
+                                                             tmp_path, monkeypatch):
+    """checkpoint_selection best: the Trainer scores ROUGE-L every eval_steps through our
+    compute_metrics and reloads the best checkpoint. A fake ROUGE sequence (the last score
+    worse than the one before) must make step 4, not the last step 6, the model that goes on."""
+    from safetensors.torch import load_file
+
+    scores = iter([10.0, 30.0, 20.0])         # at steps 2, 4, 6
+
+    def fake_score(predictions, references):
+        assert len(predictions) == len(references) == 4   # selection_samples
+        return {"rougeL": next(scores)}
+
+    monkeypatch.setattr(finetune.rouge, "score", fake_score)
+    out, ck = tmp_path / "best", tmp_path / "ck"
+    assert finetune.main(argv(news_dir, tiny_tokenizer_dir, out, ck, "--max-steps", "6",
+                              "--save-steps", "2", "--eval-steps", "2",
+                              "--checkpoint-selection", "best",
+                              "--selection-samples", "4")) == 0
+    side = json.loads((out / "sidecar.json").read_text())
+    sel = side["selection"]
+    assert (sel["rule"], sel["chosen_step"], sel["chosen_score"]) == ("best", 4, 30.0)
+    assert sel["scores"] == [[2, 10.0], [4, 30.0], [6, 20.0]]
+    saved, best, last = (load_file(p / "model.safetensors")
+                         for p in (out, ck / "checkpoint-4", ck / "checkpoint-6"))
+    name = "decoder.block.0.layer.0.SelfAttention.q.weight"
+    assert torch.equal(saved[name], best[name])
+    assert not torch.equal(saved[name], last[name])   # training moved on after step 4
+
+
+def test_label_padding_pad_counts_padding_in_the_loss(tiny_tokenizer):
+    """Labels of 2 and 4 tokens in one batch: ignore pads the short one with -100 (2 labels
+    out of the loss), pad with T5's pad id 0 (all 8 positions in the cross-entropy)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    from asymprune.batching import label_pad_id
+
+    rows = [{"input_ids": [5, 6, 1], "labels": [7, 1]},
+            {"input_ids": [5, 1], "labels": [7, 8, 9, 1]}]
+    for padding, fill, counted in (("ignore", -100, 6), ("pad", 0, 8)):
+        pad_id = label_pad_id(padding, tiny_tokenizer)
+        labels = DataCollatorForSeq2Seq(tiny_tokenizer, label_pad_token_id=pad_id)(rows)["labels"]
+        assert labels[0].tolist() == [7, 1, fill, fill]
+        assert int((labels != -100).sum()) == counted

@@ -8,7 +8,8 @@ import pytest
 
 from asymprune import records as R
 
-NASH_SIDECAR = {"stage": "nash", "variant": "nash-d2-uniform-l0s30", "target_sparsity": 0.3,
+NASH_SIDECAR = {"stage": "nash", "variant": "nash-d2-uniform-l0s30", "protocol": "paper",
+                "target_sparsity": 0.3,
                 "reached_sparsity": 0.3047, "expected_sparsity_final": 0.2939,
                 "mask_sparsity_before_adjustment": 0.2891, "adjustment_units_removed": 4,
                 "adjustment_units_restored": 1, "gates_missed_target": False,
@@ -58,6 +59,8 @@ def test_a_stage_the_record_does_not_know_is_an_error():
     (lambda d: d["nash"].update(reached_sparsity=1.5), "reached_sparsity must be a fraction"),
     (lambda d: d["nash"].update(gates_missed_target="no"), "gates_missed_target must be"),
     (lambda d: d["nash"].update(extra=1), r"unknown field\(s\) \['extra'\]"),
+    (lambda d: d["nash"].update(protocol="code"), r"protocol must be one of \('paper', "
+                                                  r"'released'\)"),
 ])
 def test_from_dict_names_the_bad_field(change, message):
     d = R.model_record(finetune(NASH_SIDECAR), 6, 2).to_dict()

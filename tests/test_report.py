@@ -27,7 +27,7 @@ MS_BS1 = {"e6d6": 100.0, "e6d3": 40.0, "e3d6": 90.0, "e3d3": 35.0, "e6d1": 20.0,
 # What the evaluate stage records (asymprune.records): the budget after the teacher and, for
 # NASH, what its stage reached: 30.5 % against a 30 % target, the gates' own 31 %, rounded
 # masks at 28 % and 3 units moved to the band.
-NASH_FACTS = {"variant": "nash-d3-uniform-l0s30", "target_sparsity": 0.3,
+NASH_FACTS = {"variant": "nash-d3-uniform-l0s30", "protocol": "paper", "target_sparsity": 0.3,
               "reached_sparsity": 0.305, "gates_expected_sparsity": 0.31,
               "mask_sparsity_before_adjustment": 0.28, "units_removed": 3, "units_restored": 0,
               "gates_missed_target": False, "encoder_blocks": [0, 1, 2, 3, 4, 5],
@@ -580,6 +580,22 @@ def test_nash_table_compares_at_equal_budget():
                                "equal budget, cross-entropy (ce)", "re-fine-tuned"]
     assert t["R-2"].tolist() == [19.0, 18.5, 18.2, 18.0]
     assert t.loc[1, "reached (%)"] != t.loc[1, "reached (%)"]  # NaN: no gates
+
+
+def test_nash_table_shows_both_protocols_with_their_examples():
+    """A -rel variant (the released code's protocol) sits right after its paper twin, with
+    its own budget: 3 epochs x 16 in the NASH stage, 3 x 8 in its fine-tune."""
+    rel = "nash-d3-uniform-l0s30-rel"
+    phases = [{"stage": "nash", "variant": rel, "steps": 160, "effective_batch": 16},
+              {"stage": "finetune", "variant": None, "steps": 128, "effective_batch": 8}]
+    twin = [dict(NASH_PHASES[0], variant="e6d3-kd"), NASH_PHASES[1]]
+    recs = _eval_records([(rel, 19.5, record("e6d3", dict(NASH_FACTS, variant=rel,
+                                                         protocol="released"), phases)),
+                          ("e6d3-kd", 18.5, record("e6d3", phases=twin))])
+    t = T.nash_tables(recs, T.eval_frame(recs))[("small", "cnndm")]
+    assert list(t["variant"]) == ["nash-d3-uniform-l0s30", rel, "e6d3-kd", "e6d3"]
+    assert list(t["protocol"]) == ["paper", "released", "paper", ""]
+    assert list(t["examples"]) == [3584, 160 * 16 + 128 * 8, 3584, 1024]
 
 
 def test_gates_that_missed_the_target_are_marked():

@@ -23,6 +23,8 @@ MICRO = yaml.safe_load((REPO / "configs/micro.yaml").read_text())
 # config block -> the dataclass whose fields it holds
 BLOCKS = {("finetune",): S.Training, ("refinetune",): S.Training,
           ("nash", "finetune"): S.Training, ("nash", "train"): S.NashTrain,
+          ("nash", "released", "finetune"): S.Training,
+          ("nash", "released", "train"): S.NashTrain,
           ("evaluate",): S.Evaluate, ("benchmark",): S.Benchmark, ("report",): S.Report}
 
 
@@ -225,8 +227,10 @@ def test_workflow_config_cli(tmp_path, capsys):
 def test_registry_patterns_agree_with_the_parsers():
     import re
 
-    ids = list(V.PAPER) + ["nash-d3-uniform-l0s30", "nash-d12-high-layerss5", "nash-d1-low-none"]
-    bad = ["e7d1", "e6d0", "nash-d0-uniform-l0s30", "nash-d3-mid-l0s30", "nash-d3-low-l0s100"]
+    ids = list(V.PAPER) + ["nash-d3-uniform-l0s30", "nash-d12-high-layerss5", "nash-d1-low-none",
+                           "nash-d3-uniform-l0s30-rel", "nash-d1-low-none-rel"]
+    bad = ["e7d1", "e6d0", "nash-d0-uniform-l0s30", "nash-d3-mid-l0s30", "nash-d3-low-l0s100",
+           "nash-d3-uniform-l0s30-released", "nash-d3-uniform-l0s30-rel-rel", "e6d3-kd-rel"]
     for v in ids:
         assert re.fullmatch(V.ANY_BODY, v) and V.is_valid(v)
     for v in bad:
@@ -243,6 +247,77 @@ def test_groups_and_order():
                    "nash-d2-uniform-l0s30"]) == [
         "e6d6", "e1d1", "e4d5", "nash-d2-uniform-l0s30", "nash-d2-uniform-l0s60",
         "nash-d3-uniform-l0s30"]
+
+
+def test_the_released_protocol_is_a_suffix_of_the_nash_id():
+    v = V.parse_nash("nash-d3-uniform-l0s30-rel")
+    assert (v.decoder_layers, v.encoder_mode, v.target_sparsity, v.protocol) == (
+        3, "l0", 0.3, "released")
+    assert v.id == "nash-d3-uniform-l0s30-rel"
+    assert V.protocol("nash-d3-uniform-l0s30") == V.protocol("e6d3-kd") == "paper"
+    assert V.group("nash-d3-uniform-l0s30-rel") == "nash"
+    # the released protocol right after its paper twin
+    assert V.sort(["nash-d3-uniform-l0s30-rel", "nash-d4-uniform-l0s30",
+                   "nash-d3-uniform-l0s30"]) == [
+        "nash-d3-uniform-l0s30", "nash-d3-uniform-l0s30-rel", "nash-d4-uniform-l0s30"]
+
+
+# The released code's settings, each pinned to its script (jongwooko/NASH-Pruning-Official).
+RELEASED_TRAIN = {
+    # scripts/run_NASH.sh (XSUM/CNNDM branch and shared lines)
+    "epochs": 3.0, "learning_rate": 3e-5, "reg_learning_rate": 0.01,
+    "effective_batch_size": 16, "per_device_batch_size": 16, "max_source_length": 128,
+    "seed": 57, "kl_temperature": 2.0, "lr_scheduler": "linear", "freeze_embeddings": True,
+    "sparsity_warmup_fraction": 0.3333,     # lagrangian_warmup_epochs=1 of epochs=3
+    "selection_start_fraction": 0.3333,     # start_saving_best_epochs=1 of epochs=3
+    "eval_steps": 6000,
+    # trainer/trainer.py: best ROUGE-L kept; training_step optimises CE (+ R) only
+    "checkpoint_selection": "best", "prediction_loss": "ce", "distill_enc": 0.0,
+    "distill_dec": 0.0,
+    # models/l0_module.py: decoder self/cross heads and FFN units gated too
+    "decoder_gates": True,
+    # run_prune.py: labels padded to max_length with the pad id; cnndm/xsum targets of
+    # task_specific_params' summarization max_length (T5: 200) or 200
+    "label_padding": "pad", "max_target_length": 200,
+    # run_NASH.sh passes no --weight_decay and no --fp16 (TrainingArguments: 0.0, fp32)
+    "weight_decay": 0.0, "precision": "fp32",
+}
+RELEASED_FINETUNE = {
+    # scripts/run_final_FT.sh (XSUM/CNNDM branch and shared lines)
+    "epochs": 3.0, "learning_rate": 3e-4, "effective_batch_size": 8, "per_device_batch_size": 8,
+    "max_source_length": 512, "seed": 57, "eval_steps": 3000,
+    # args.py: scheduler_type defaults to linear; TrainingArguments: warmup 0, weight decay
+    # 0, fp32 (the script passes none of them)
+    "lr_scheduler": "linear", "warmup_steps": 0, "weight_decay": 0.0, "precision": "fp32",
+    # trainer/trainer.py: pruning_type None -> start_saving_best from the first evaluation
+    "checkpoint_selection": "best",
+    "label_padding": "pad", "max_target_length": 200,     # run_prune.py
+}
+
+
+def test_the_released_protocol_pins_the_released_scripts_values():
+    assert S.RELEASED_NASH_TRAIN == RELEASED_TRAIN
+    # save_steps is ours (the script saves nothing): the Trainer reloads the best from a save
+    assert {k: v for k, v in S.RELEASED_NASH_FINETUNE.items() if k != "save_steps"} == \
+        RELEASED_FINETUNE
+    assert S.RELEASED_NASH_FINETUNE["save_steps"] % RELEASED_FINETUNE["eval_steps"] == 0
+    # the paper grid's -rel variants get exactly these, over whatever nash.train sets
+    cfg = copy.deepcopy(PAPER)
+    cfg["nash"] = {"train": {"learning_rate": 1.0e-4, "decoder_gates": False}}
+    r = W.load(cfg, SCHEMA)
+    assert {k: getattr(r.nash_train_released, k) for k in RELEASED_TRAIN} == RELEASED_TRAIN
+    assert {k: getattr(r.nash_finetune_released, k) for k in RELEASED_FINETUNE} == \
+        RELEASED_FINETUNE
+    # ... and the paper protocol keeps its own
+    assert (r.nash_train.learning_rate, r.nash_train.decoder_gates) == (1.0e-4, False)
+    assert r.nash_finetune.checkpoint_selection == "last"
+    assert (r.nash_finetune.learning_rate, r.nash_finetune.weight_decay,
+            r.nash_finetune.precision) == (3.0e-5, 0.0, "fp32")   # NASH's, not finetune's
+    # nash.released rescales the protocol (the demo does)
+    cfg["nash"]["released"] = {"train": {"max_steps": 10}, "finetune": {"learning_rate": 1e-3}}
+    r = W.load(cfg, SCHEMA)
+    assert r.nash_train_released.max_steps == 10
+    assert r.nash_finetune_released.learning_rate == 1e-3
 
 
 def test_nash_blocks():

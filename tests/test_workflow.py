@@ -67,8 +67,9 @@ def test_paper_grid_dry_run_counts(tmp_path):
     assert counts["finetune"] == 9  # 3 sizes x 3 data sets
     assert counts["prune_layers"] == 135  # x 15 pruned variants
     assert counts["refinetune"] == 135
-    assert n_nash == 27  # NASH-2/3/4 at 30 % for each size and data set
-    assert counts["nash_finetune"] == 27 + n_baselines
+    # NASH-2/3/4 at 30 % for each size and data set, NASH-3 -rel on small's 3 data sets
+    assert n_nash == 27 + 3
+    assert counts["nash_finetune"] == 30 + n_baselines
     assert counts["evaluate"] == 144 + n_nash + n_baselines  # x 16 variants (+ NASH models)
     # one benchmark job per size and data set times its 16 + 3 NASH models interleaved, and
     # one per FLAN-T5 architecture its 16 depth variants
@@ -362,3 +363,35 @@ def test_every_rule_reserves_the_gpus_it_uses(tmp_path):
         assert seen[rule] == (1, False, 1), (rule, seen[rule])
     for rule in ("data", "prune_layers"):
         assert seen[rule] == (0, False, 0), (rule, seen[rule])
+
+
+def test_released_protocol_variants_get_their_own_settings(tmp_path):
+    """nash-d3-uniform-l0s30-rel trains with nash.released's block (the released scripts'
+    values) next to the paper protocol's NASH-3, limited to nash.released.sizes and evaluated
+    there, not benchmarked (one benchmark output list serves every size)."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["datasets"] = {"xsum": cfg["datasets"]["xsum"]}
+    cfg.update(variants=["e6d6", "e6d3"], baselines={"variants": []})
+    cfg["benchmark"]["arch_only"] = []
+    rc, out = snakemake("-n", "-p", "--directory", str(tmp_path), "--configfile",
+                        str(write_config(tmp_path / "c.yaml", cfg)))
+    assert rc == 0, out
+    counts = job_counts(out)
+    assert counts["nash"] == 3 * 3 + 1           # NASH-2/3/4 on 3 sizes, NASH-3 -rel on small
+    assert counts["evaluate"] == 3 * (2 + 3) + 1
+    cmds = [line for line in out.splitlines() if "asymprune.nash --teacher" in line]
+    rel = [c for c in cmds if "--variant nash-d3-uniform-l0s30-rel" in c]
+    paper = [c for c in cmds if "--variant nash-d3-uniform-l0s30 " in c]
+    assert len(rel) == 1 and "/small/" in rel[0] and len(paper) == 3
+    assert "--config-key nash.released.train" in rel[0]
+    assert '"decoder_gates":true' in rel[0] and '"label_padding":"pad"' in rel[0]
+    assert '"decoder_gates":false' in paper[0] and "--config-key nash.train" in paper[0]
+    ft = [line for line in out.splitlines() if "asymprune.finetune --model" in line
+          and "nash-d3-uniform-l0s30-rel/pruned" in line]
+    assert len(ft) == 1 and "--config-key nash.released.finetune" in ft[0]
+    assert '"learning_rate":0.0003' in ft[0] and '"checkpoint_selection":"best"' in ft[0]
+    bench = [line for line in out.splitlines() if "asymprune.benchmark --model" in line]
+    assert bench and not any("-rel" in line for line in bench)
+    cfg["nash"]["released"]["sizes"] = ["xl"]
+    rc, out = dry(tmp_path, write_config(tmp_path / "c.yaml", cfg))
+    assert rc != 0 and "config key nash.released.sizes: 'xl' is not a size of models" in out

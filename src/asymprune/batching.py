@@ -36,3 +36,10 @@ def encode_pairs(tokenizer, sources: list[str], targets: list[str], max_source_l
     enc["labels"] = tokenizer(text_target=targets, max_length=max_target_length,
                               truncation=True)["input_ids"]
     return {k: enc[k] for k in ("input_ids", "attention_mask", "labels")}
+
+
+def label_pad_id(padding: str, tokenizer) -> int:
+    """The id the collator pads labels with: -100 for ``label_padding: ignore`` (left out of
+    every loss), the tokenizer's pad id for ``pad`` (counted, as NASH's released code: 0 for
+    T5)."""
+    return -100 if padding == "ignore" else tokenizer.pad_token_id

@@ -17,6 +17,14 @@ history the checkpoints carry. SIGTERM (what SLURM sends before a pre-emption ki
 checkpoint and exits 143. A non-finite loss stops the job
 naming the step. ``--batch-divisor`` (Snakemake passes the retry attempt after an OOM) halves
 the per-device batch and doubles accumulation, keeping the effective batch.
+
+``checkpoint_selection: best`` keeps the validation-best model instead of the last one, with
+the Trainer's own machinery: every ``eval_steps`` it generates greedy summaries of the first
+``selection_samples`` validation examples (``predict_with_generate``), scores ROUGE-L with
+``asymprune.rouge`` (``compute_metrics``) and at the end reloads the best saved checkpoint
+(``load_best_model_at_end``, ``metric_for_best_model: rougeL``); the sidecar records the
+chosen step and score. ``label_padding: pad`` pads labels with the pad id instead of -100, so
+padding counts in the loss (NASH's released code does; ``docs/nash.md``).
 """
 
 from __future__ import annotations
@@ -36,11 +44,12 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from asymprune import settings
+from asymprune import rouge, settings
 from asymprune.artifacts import atomic_dir
-from asymprune.batching import batch_plan, encode_pairs, settings_key
+from asymprune.batching import batch_plan, encode_pairs, label_pad_id, settings_key
 from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
                                    trainer_checkpoint_problems, whole_run_mean)
+from asymprune.generation import fresh_cache
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.provenance import make_sidecar, read_json, write_json
 
@@ -98,6 +107,43 @@ class GuardedTrainer(Seq2SeqTrainer):
                                 f"{self.state.global_step + 1}; lower the learning rate or "
                                 f"use fp32/bf16 instead of fp16")
         return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None,
+                        **gen_kwargs):
+        # generate() sizes its default cache from the encoder depth, which breaks models with
+        # a shallower encoder than decoder (asymprune.generation): a fresh cache per batch.
+        # Given kwargs replace the Trainer's own (generation_max_length...), so merge them.
+        gen_kwargs = {**getattr(self, "_gen_kwargs", {}), **gen_kwargs,
+                      "past_key_values": fresh_cache()}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys,
+                                       **gen_kwargs)
+
+
+def rouge_l_metric(tokenizer):
+    """``compute_metrics`` for ``predict_with_generate``: ROUGE-L F x 100 of the generated
+    summaries against the references (labels decoded; -100 is padding)."""
+    def compute(pred) -> dict[str, float]:
+        preds, labels = pred.predictions, pred.label_ids
+        pad = tokenizer.pad_token_id
+        preds = [[t for t in row if t >= 0] for row in preds.tolist()]
+        labels = [[t if t >= 0 else pad for t in row] for row in labels.tolist()]
+        texts = tokenizer.batch_decode(preds, skip_special_tokens=True)
+        refs = tokenizer.batch_decode(labels, skip_special_tokens=True)
+        return {"rougeL": rouge.score(texts, refs)["rougeL"]}
+    return compute
+
+
+def selection_record(args, state) -> dict:
+    """The sidecar's account of which checkpoint went on (Trainer state after train)."""
+    if args.checkpoint_selection == "last":
+        return {"rule": "last", "chosen_step": state.global_step}
+    if state.best_model_checkpoint is None or state.best_metric is None:
+        raise RuntimeError("checkpoint_selection best, but the Trainer scored no checkpoint")
+    scores = [[h["step"], h["eval_rougeL"]] for h in state.log_history if "eval_rougeL" in h]
+    return {"rule": "best", "metric": "rougeL", "samples": args.selection_samples,
+            "eval_steps": args.eval_steps, "started_at_step": args.eval_steps,
+            "chosen_step": int(Path(state.best_model_checkpoint).name.split("-")[-1]),
+            "chosen_score": state.best_metric, "scores": scores}
 
 
 class LogAtSaves(TrainerCallback):
@@ -217,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     train_ds = tokenized(args.train_file, tokenizer, args, args.max_train_samples)
     eval_ds = (tokenized(args.validation_file, tokenizer, args, args.max_eval_samples)
                if args.validation_file else None)
+    best = args.checkpoint_selection == "best"
+    if best and eval_ds is None:
+        raise ValueError("checkpoint_selection best needs --validation-file")
+    select_ds = (tokenized(args.validation_file, tokenizer, args, args.selection_samples)
+                 if best else None)
     targs = Seq2SeqTrainingArguments(
         output_dir=str(args.checkpoint_dir),
         per_device_train_batch_size=per_device,
@@ -238,7 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         save_total_limit=2,
         logging_steps=args.logging_steps,
         logging_first_step=True,
-        eval_strategy="no",
+        eval_strategy="steps" if best else "no",
+        eval_steps=args.eval_steps if best else None,
+        load_best_model_at_end=best,
+        metric_for_best_model="rougeL" if best else None,
+        greater_is_better=True if best else None,
+        predict_with_generate=best,
+        generation_max_length=args.max_target_length,
+        generation_num_beams=1,
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -249,9 +307,11 @@ def main(argv: list[str] | None = None) -> int:
                                         fingerprint(args, FINGERPRINT_EXCLUDE, "finetune"))
     preemption = PreemptionCheckpoint()
     trainer = GuardedTrainer(
-        model=model, args=targs, train_dataset=train_ds, processing_class=tokenizer,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100,
-                                             pad_to_multiple_of=8 if use_cuda else None),
+        model=model, args=targs, train_dataset=train_ds, eval_dataset=select_ds,
+        processing_class=tokenizer, compute_metrics=rouge_l_metric(tokenizer) if best else None,
+        data_collator=DataCollatorForSeq2Seq(
+            tokenizer, model=model, label_pad_token_id=label_pad_id(args.label_padding, tokenizer),
+            pad_to_multiple_of=8 if use_cuda else None),
         callbacks=[preemption, LogAtSaves()])
     trainer.train(resume_from_checkpoint=resume)
     if preemption.requested:
@@ -261,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     step = trainer.state.global_step
     metrics = {"train_loss": whole_run_mean(trainer.state.log_history, "loss", step),
                "global_step": step}
+    selection = selection_record(args, trainer.state)
+    # the final eval loss needs no generation
+    trainer.compute_metrics, trainer.args.predict_with_generate = None, False
     if eval_ds is not None:
         eval_loss = trainer.evaluate(eval_dataset=eval_ds)["eval_loss"]
         if not math.isfinite(eval_loss):
@@ -283,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                    "accumulation": accum, "world_size": world_size,
                    "batch_divisor": args.batch_divisor},
             metrics=metrics,
+            selection=selection,
             parameters=count_parameters(trainer.model),
             config={"num_layers": model.config.num_layers,
                     "num_decoder_layers": model.config.num_decoder_layers,

@@ -18,6 +18,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from asymprune.variants import PROTOCOLS
+
 STAGES = ("finetune", "nash")
 
 
@@ -42,6 +44,7 @@ class NashFacts:
     equal-budget baselines)."""
 
     variant: str
+    protocol: str                                 # paper | released (asymprune.variants)
     target_sparsity: float
     reached_sparsity: float                       # of the physically pruned encoder
     gates_expected_sparsity: float | None         # the gates' own, at the end of training
@@ -115,7 +118,8 @@ def _nash_facts(sc: dict) -> NashFacts:
         return None if value is None else kind(value)
 
     return NashFacts(
-        variant=sc["variant"], target_sparsity=float(sc["target_sparsity"]),
+        variant=sc["variant"], protocol=sc["protocol"],
+        target_sparsity=float(sc["target_sparsity"]),
         reached_sparsity=float(sc["reached_sparsity"]),
         gates_expected_sparsity=opt("expected_sparsity_final", float),
         mask_sparsity_before_adjustment=opt("mask_sparsity_before_adjustment", float),
@@ -190,6 +194,13 @@ def _phase(where: str, d: Any) -> Phase:
     return Phase(stage, variant, _int(where, d, "steps"), _int(where, d, "effective_batch"))
 
 
+def _protocol(where: str, d: dict) -> str:
+    value = _field(where, d, "protocol", str)
+    if value not in PROTOCOLS:
+        raise ValueError(f"{where}.protocol must be one of {PROTOCOLS}, got {value!r}")
+    return value
+
+
 def _nash(where: str, d: Any) -> NashFacts:
     d = _mapping(where, d)
     missed = d.get("gates_missed_target")
@@ -201,6 +212,7 @@ def _nash(where: str, d: Any) -> NashFacts:
         raise ValueError(f"{where} has unknown field(s) {unknown}")
     return NashFacts(
         variant=_field(where, d, "variant", str),
+        protocol=_protocol(where, d),
         target_sparsity=_fraction(where, d, "target_sparsity"),
         reached_sparsity=_fraction(where, d, "reached_sparsity"),
         gates_expected_sparsity=_fraction(where, d, "gates_expected_sparsity", optional=True),

@@ -172,7 +172,11 @@ def nash_tables(eval_records: list[Record], ev: pd.DataFrame,
         facts = rec.nash if kind == "nash" else None
         rows.append({
             "size": obj["size"], "dataset": obj["dataset"], "variant": variant,
-            "kind": KIND_LABELS[kind], "decoder blocks": rec.decoder_layers,
+            "kind": KIND_LABELS[kind],
+            # NASH's paper protocol or its released code's (-rel ids, docs/nash.md); the
+            # baselines train as the paper protocol's NASH rows
+            "protocol": facts.protocol if facts else ("paper" if kind in ("kd", "ce") else ""),
+            "decoder blocks": rec.decoder_layers,
             "encoder blocks": rec.encoder_layers,
             "target (%)": _pct(facts.target_sparsity) if facts else math.nan,
             "gates' expected (%)": _pct(facts.gates_expected_sparsity) if facts else math.nan,

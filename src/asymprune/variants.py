@@ -16,6 +16,10 @@ NASH variants (Ko et al.), ``nash-d{D}-{SELECTION}-{ENCODER}``::
               l0s{P}                          L0 width pruning (heads + FFN units), target P %
               layerss{P}                      uniform encoder *layer* selection at ~P % sparsity
     P         an integer percentage 1..99 (s30 = 30 % = target sparsity 0.30)
+    -rel      optional: trained and fine-tuned with the released code's protocol
+              (``asymprune.settings.RELEASED_NASH_TRAIN`` / ``RELEASED_NASH_FINETUNE``)
+              instead of the paper's; ``nash-d3-uniform-l0s30-rel`` and
+              ``nash-d3-uniform-l0s30`` can run side by side in one DAG
 
 Examples: ``nash-d3-uniform-l0s30`` (the paper's default), ``nash-d2-low-l0s30`` (Table 3
 ablation), ``nash-d4-uniform-layerss30`` / ``nash-d4-uniform-none`` (Table 4 ablations).
@@ -47,8 +51,10 @@ TEACHER = "e6d6"
 DEPTH_BODY = r"e[1-6]d[1-6]"
 # the pruned depth variants (every e{E}d{D} but e6d6, which is the teacher itself)
 PRUNED_DEPTH_BODY = r"e[1-5]d[1-6]|e6d[1-5]"
+PROTOCOLS = ("paper", "released")
+RELEASED_SUFFIX = "-rel"   # the id suffix of the released protocol
 NASH_BODY = (r"nash-d[1-9][0-9]*-(?:" + "|".join(NASH_STRATEGIES)
-             + r")-(?:none|l0s[1-9][0-9]?|layerss[1-9][0-9]?)")
+             + r")-(?:none|l0s[1-9][0-9]?|layerss[1-9][0-9]?)(?:" + RELEASED_SUFFIX + ")?")
 BASELINE_OBJECTIVES = ("kd", "ce")
 BASELINE_BODY = r"(?:e[1-5]d[1-6]|e6d[1-5])-(?:" + "|".join(BASELINE_OBJECTIVES) + ")"
 # what the NASH stage trains: NASH variants and the equal-budget baselines
@@ -59,8 +65,9 @@ DEPTH_PATTERN = f"^{DEPTH_BODY}$"
 NASH_PATTERN = f"^{NASH_BODY}$"
 
 DEPTH_GRAMMAR = "e{E}d{D} with E, D in 1..6 (sixths of each stack kept)"
-NASH_GRAMMAR = (f"nash-d{{D}}-{{{'|'.join(NASH_STRATEGIES)}}}-{{none|l0s{{P}}|layerss{{P}}}} "
-                f"with D >= 1 decoder blocks and P in 1..99 percent")
+NASH_GRAMMAR = (f"nash-d{{D}}-{{{'|'.join(NASH_STRATEGIES)}}}-{{none|l0s{{P}}|layerss{{P}}}}"
+                f"[{RELEASED_SUFFIX}] with D >= 1 decoder blocks, P in 1..99 percent, "
+                f"{RELEASED_SUFFIX}: the released code's protocol")
 
 BASELINE_GRAMMAR = (f"e{{E}}d{{D}}-{{{'|'.join(BASELINE_OBJECTIVES)}}} with E, D in 1..6, "
                     f"not e6d6")
@@ -68,7 +75,8 @@ BASELINE_GRAMMAR = (f"e{{E}}d{{D}}-{{{'|'.join(BASELINE_OBJECTIVES)}}} with E, D
 _DEPTH_RE = re.compile(r"^e(?P<e>[1-6])d(?P<d>[1-6])$")
 _BASELINE_RE = re.compile(r"^(?P<depth>e[1-6]d[1-6])-(?P<objective>[a-z]+)$")
 _NASH_RE = re.compile(r"^nash-d(?P<d>[1-9][0-9]*)-(?P<sel>[a-z]+)-"
-                      r"(?:(?P<none>none)|(?P<mode>l0|layers)s(?P<pct>[1-9][0-9]?))$")
+                      r"(?:(?P<none>none)|(?P<mode>l0|layers)s(?P<pct>[1-9][0-9]?))"
+                      r"(?P<rel>" + RELEASED_SUFFIX + r")?$")
 
 ENCODER_MODES = ("none", "l0", "layers")
 # Table groups, in the order tables and legends list them (budget: equal-budget baselines)
@@ -114,11 +122,12 @@ class NashVariant:
     layer_selection: str
     encoder_mode: str            # none | l0 | layers
     target_sparsity: float       # fraction; 0.0 for encoder_mode "none"
+    protocol: str = "paper"      # paper | released (the -rel suffix)
 
     @property
     def id(self) -> str:
         return format_nash(self.decoder_layers, self.layer_selection, self.encoder_mode,
-                           self.target_sparsity)
+                           self.target_sparsity, self.protocol)
 
     def blocks(self, n_enc: int, n_dec: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(encoder blocks, decoder blocks) the student keeps of an n_enc + n_dec teacher."""
@@ -180,10 +189,11 @@ def parse_nash(variant: str) -> NashVariant:
     m = _NASH_RE.match(variant) if isinstance(variant, str) else None
     if not m or m.group("sel") not in NASH_STRATEGIES:
         raise ValueError(f"NASH variant {variant!r} is not of the form {NASH_GRAMMAR}")
+    protocol = "released" if m.group("rel") else "paper"
     if m.group("none"):
-        return NashVariant(int(m.group("d")), m.group("sel"), "none", 0.0)
+        return NashVariant(int(m.group("d")), m.group("sel"), "none", 0.0, protocol)
     return NashVariant(int(m.group("d")), m.group("sel"), m.group("mode"),
-                       int(m.group("pct")) / 100)
+                       int(m.group("pct")) / 100, protocol)
 
 
 def parse_baseline(variant: str) -> BaselineVariant:
@@ -231,7 +241,7 @@ def is_valid(variant: str) -> bool:
 
 
 def format_nash(decoder_layers: int, layer_selection: str, encoder_mode: str,
-                target_sparsity: float = 0.0) -> str:
+                target_sparsity: float = 0.0, protocol: str = "paper") -> str:
     """Inverse of :func:`parse_nash`; the sparsity must be a whole percentage."""
     if not isinstance(decoder_layers, int) or decoder_layers < 1:
         raise ValueError(f"decoder_layers must be an int >= 1, got {decoder_layers!r}")
@@ -239,16 +249,26 @@ def format_nash(decoder_layers: int, layer_selection: str, encoder_mode: str,
         raise ValueError(f"layer selection {layer_selection!r} is not one of {NASH_STRATEGIES}")
     if encoder_mode not in ENCODER_MODES:
         raise ValueError(f"encoder mode {encoder_mode!r} is not one of {ENCODER_MODES}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of {PROTOCOLS}")
     head = f"nash-d{decoder_layers}-{layer_selection}-"
+    tail = RELEASED_SUFFIX if protocol == "released" else ""
     if encoder_mode == "none":
         if target_sparsity:
             raise ValueError(f"encoder mode 'none' prunes nothing; got target {target_sparsity}")
-        return head + "none"
+        return head + "none" + tail
     pct = round(target_sparsity * 100)
     if not 1 <= pct <= 99 or abs(pct - target_sparsity * 100) > 1e-6:
         raise ValueError(f"target sparsity {target_sparsity} is not a whole percentage in 1..99 % "
                          f"(variant ids name it as s{{P}})")
-    return f"{head}{encoder_mode}s{pct}"
+    return f"{head}{encoder_mode}s{pct}{tail}"
+
+
+def protocol(variant: str) -> str:
+    """The NASH protocol a variant trains with: released (a NASH id ending in -rel) or paper
+    (every other NASH id and the equal-budget baselines)."""
+    v = parse_nash_stage(variant)
+    return v.protocol if isinstance(v, NashVariant) else "paper"
 
 
 def check_depth(variant: str, n_enc: int, n_dec: int) -> None:
@@ -284,17 +304,19 @@ def sixths(variant: str) -> tuple[int | None, int | None]:
 
 def sort_key(variant: str) -> tuple:
     """Paper order (e6d6, e6d5..e6d1, e5d6..e1d6, e5d5..e1d1), other e/d deepest first, then
-    NASH by decoder depth, selection, encoder mode and sparsity, then equal-budget baselines
-    in their depth variant's order, kd before ce."""
+    NASH by decoder depth, selection, encoder mode, sparsity and protocol, then equal-budget
+    baselines in their depth variant's order, kd before ce."""
     v = parse(variant)
     if isinstance(v, BaselineVariant):
         depth = sort_key(v.depth.id)
-        return (3, depth[0] * 1000 + depth[1], v.objective != "kd", 0.0)
+        return (3, depth[0] * 1000 + depth[1], v.objective != "kd", 0.0, False)
     if isinstance(v, DepthVariant):
         if variant in PAPER:
-            return (0, PAPER.index(variant), "", 0.0)
-        return (1, -(v.enc_sixths * 10 + v.dec_sixths), "", 0.0)
-    return (2, v.decoder_layers, f"{v.layer_selection}-{v.encoder_mode}", v.target_sparsity)
+            return (0, PAPER.index(variant), "", 0.0, False)
+        return (1, -(v.enc_sixths * 10 + v.dec_sixths), "", 0.0, False)
+    # the released protocol right after its paper twin
+    return (2, v.decoder_layers, f"{v.layer_selection}-{v.encoder_mode}", v.target_sparsity,
+            v.protocol == "released")
 
 
 def sort(variants: Iterable[str]) -> list[str]:

@@ -39,6 +39,7 @@ DEFINITIONS = {
     "training": lambda: S.block_schema(S.Training),
     "training_overrides": lambda: S.block_schema(S.Training, defaults=False),
     "nash_train": lambda: S.block_schema(S.NashTrain),
+    "nash_train_overrides": lambda: S.block_schema(S.NashTrain, defaults=False),
     "evaluate": lambda: S.block_schema(S.Evaluate),
     "benchmark": lambda: S.block_schema(S.Benchmark),
     "report": lambda: S.block_schema(S.Report),
@@ -203,6 +204,9 @@ class Resolved:
     refinetune: S.Training
     nash_finetune: S.Training
     nash_train: S.NashTrain
+    # the -rel variants' (NASH's released protocol, asymprune.settings.RELEASED_NASH_*)
+    nash_finetune_released: S.Training
+    nash_train_released: S.NashTrain
     evaluate: S.Evaluate
     benchmark: S.Benchmark
     report: S.Report
@@ -243,6 +247,16 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
                                             ("nash.finetune", S.nash_finetune_defaults()),
                                             ("nash.finetune", cfg["nash"]["finetune"])])[1],
         "nash_train": build(S.NashTrain, [("nash.train", cfg["nash"]["train"])])[1],
+        # the released protocol pins its settings over the paper's; nash.released rescales
+        "nash_finetune_released": build(S.Training, [
+            ("finetune", cfg["finetune"]), ("nash.finetune", S.nash_finetune_defaults()),
+            ("nash.finetune", cfg["nash"]["finetune"]),
+            ("nash.released.finetune", S.RELEASED_NASH_FINETUNE),
+            ("nash.released.finetune", cfg["nash"]["released"]["finetune"])])[1],
+        "nash_train_released": build(S.NashTrain, [
+            ("nash.train", cfg["nash"]["train"]),
+            ("nash.released.train", S.RELEASED_NASH_TRAIN),
+            ("nash.released.train", cfg["nash"]["released"]["train"])])[1],
         "evaluate": build(S.Evaluate, [("evaluate", cfg["evaluate"])])[1],
         "benchmark": build(S.Benchmark, [("benchmark", cfg["benchmark"])])[1],
         "report": build(S.Report, [("report", cfg["report"])])[1],
@@ -298,11 +312,19 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
                                     f"{n_enc} encoder + {n_dec} decoder blocks)")
 
     retries = cfg["execution"]["retries"]
-    for key in ("finetune", "refinetune", "nash_finetune", "nash_train"):
+    released = any(V.protocol(v) == "released" for v in nash_variants)
+    for size in cfg["nash"]["released"]["sizes"] or []:
+        if size not in cfg["models"]:
+            problems.append(f"config key nash.released.sizes: {size!r} is not a size of models "
+                            f"({', '.join(cfg['models'])})")
+    for key in ("finetune", "refinetune", "nash_finetune", "nash_train",
+                "nash_finetune_released", "nash_train_released"):
         t = built[key]
-        if t is None:
+        if t is None or (key.endswith("_released") and not released):
             continue
-        cfg_key = key.replace("nash_", "nash.")
+        cfg_key = {"nash_finetune_released": "nash.released.finetune",
+                   "nash_train_released": "nash.released.train"}.get(
+                       key, key.replace("nash_", "nash."))
         # each retry halves the per-device batch: 2 ** retries must divide it
         if t.per_device_batch_size % 2 ** retries:
             problems.append(

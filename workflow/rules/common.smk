@@ -184,9 +184,19 @@ def bench_json(size, dataset, variant):
     return f"{RESULTS}/bench/{BENCH_DEVICE}/{size}/{dataset}/{variant}.json"
 
 
-def all_variants():
-    """Depth variants, NASH variants and equal-budget baselines."""
-    return VARIANTS + NASH_VARIANTS + BASELINE_VARIANTS
+# sizes the -rel variants (NASH's released protocol) run on; None: every size
+RELEASED_SIZES = config["nash"]["released"]["sizes"]
+
+
+def all_variants(size=None):
+    """Depth variants, NASH variants and equal-budget baselines: those trained for ``size``,
+    or (None) those trained for every size. A benchmark job's outputs are one list for all
+    sizes, so a -rel variant limited to some sizes (nash.released.sizes) is evaluated there
+    but not benchmarked: it has its paper twin's depth and encoder budget."""
+    nash = [v for v in NASH_VARIANTS
+            if variants.protocol(v) == "paper" or RELEASED_SIZES is None
+            or (size is not None and size in RELEASED_SIZES)]
+    return VARIANTS + nash + BASELINE_VARIANTS
 
 
 def bench_models(wc):
@@ -199,7 +209,7 @@ def bench_model_flags(wc):
 
 
 def eval_outputs():
-    return [eval_json(s, d, v) for s in SIZES for d in DATASETS for v in all_variants()]
+    return [eval_json(s, d, v) for s in SIZES for d in DATASETS for v in all_variants(s)]
 
 
 def bench_outputs():

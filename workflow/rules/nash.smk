@@ -2,7 +2,8 @@
 # heads and FFN units, Lagrangian sparsity target), trained with KL + hidden-state
 # distillation from the teacher, physically pruned; then fine-tuned like every other variant.
 # The same two rules train the equal-budget baselines e{E}d{D}-{kd|ce} (config `baselines`):
-# the depth variant's blocks, no gates, NASH's steps and its final fine-tune.
+# the depth variant's blocks, no gates, NASH's steps and its final fine-tune. A NASH variant
+# whose id ends in -rel trains with the released code's protocol (nash.released, docs/nash.md).
 
 
 rule nash:
@@ -15,8 +16,13 @@ rule nash:
     params:
         launch=lambda wc: launcher(wc.size),
         teacher=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
-        settings=settings_json(CFG.nash_train),
+        # a -rel variant trains with the released code's protocol (its own settings block)
+        settings=lambda wc: settings_json(CFG.nash_train_released
+                                          if variants.protocol(wc.nvariant) == "released"
+                                          else CFG.nash_train),
         # a baseline keeps its depth variant's blocks, chosen as for the re-fine-tuned twin
+        key=lambda wc: ("nash.released.train" if variants.protocol(wc.nvariant) == "released"
+                        else "nash.train"),
         selection=lambda wc: ("" if wc.nvariant.startswith("nash-") else
                               shlex.join(["--sixths-selection", config["layer_selection"]])),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "nash"),
@@ -37,7 +43,7 @@ rule nash:
         "OMP_NUM_THREADS={threads} {params.launch} asymprune.nash --teacher {params.teacher:q}"
         " --variant {wildcards.nvariant} {params.selection} --train-file {input.train:q}"
         " --validation-file {input.validation:q}"
-        " --settings {params.settings:q} --config-key nash.train"
+        " --settings {params.settings:q} --config-key {params.key}"
         " --batch-divisor {resources.batch_divisor}"
         " --checkpoint-dir {params.ckpt:q} --output {params.out:q} > {log:q} 2>&1"
 
@@ -51,7 +57,11 @@ rule nash_finetune:
         f"{RESULTS}/models/{{size}}/{{dataset}}/{{nvariant}}/model/sidecar.json",
     params:
         launch=lambda wc: launcher(wc.size),
-        settings=settings_json(CFG.nash_finetune),
+        settings=lambda wc: settings_json(CFG.nash_finetune_released
+                                          if variants.protocol(wc.nvariant) == "released"
+                                          else CFG.nash_finetune),
+        key=lambda wc: ("nash.released.finetune" if variants.protocol(wc.nvariant) == "released"
+                        else "nash.finetune"),
         pruned=lambda wc, input: os.path.dirname(input.pruned),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "finetune"),
         out=lambda wc, output: os.path.dirname(output[0]),
@@ -69,6 +79,6 @@ rule nash_finetune:
     shell:
         "OMP_NUM_THREADS={threads} {params.launch} asymprune.finetune --model {params.pruned:q}"
         " --train-file {input.train:q} --validation-file {input.validation:q}"
-        " --settings {params.settings:q} --config-key nash.finetune"
+        " --settings {params.settings:q} --config-key {params.key}"
         " --batch-divisor {resources.batch_divisor}"
         " --checkpoint-dir {params.ckpt:q} --output {params.out:q} > {log:q} 2>&1"

@@ -38,6 +38,9 @@ LEFT = -0.1          # l (Louizos' gamma)
 RIGHT = 1.1          # r (Louizos' zeta)
 TEMPERATURE = 2 / 3  # beta
 EPS = 1e-6           # u is drawn from [EPS, 1 - EPS]: log u and log(1 - u) stay finite
+# The released code's deterministic gate value (CoFi's L0Module, "magical number" 0.8 after
+# Wang et al. 2020): a kept unit's final soft mask is sigmoid(0.8 log_alpha / beta).
+SOFT_MASK_SCALE = 0.8
 
 
 def init_log_alpha(droprate: float) -> float:
@@ -73,6 +76,13 @@ def sample_gates(log_alpha: torch.Tensor, u: torch.Tensor,
 def keep_probability(log_alpha: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
     """P(z > 0) per gate: sigmoid(log_alpha - beta * log(-l / r))."""
     return torch.sigmoid(log_alpha - temperature * math.log(-LEFT / RIGHT))
+
+
+def soft_mask_value(log_alpha: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+    """The deterministic value the released code gives a kept unit, sigmoid(0.8 log_alpha /
+    beta), folded into the weights at the end. E.g. a gate at the clamp ln 100 with beta 2/3:
+    sigmoid(0.8 * 4.605 * 1.5) = sigmoid(5.526) = 0.99603; log_alpha 0: 0.5."""
+    return torch.sigmoid(SOFT_MASK_SCALE * log_alpha / temperature)
 
 
 def expected_kept(head_log_alpha: torch.Tensor, ffn_log_alpha: torch.Tensor,

@@ -125,3 +125,85 @@ class EncoderMasks:
             x = args[0]
             return (x * self.ffn_z[layer].to(x.dtype),) + tuple(args[1:])
         return hook
+
+
+class DecoderGates(nn.Module):
+    """log_alpha for the kept decoder blocks' self-attention heads and cross-attention heads,
+    (layers, heads) each, and FFN units, (layers, d_ff): the released L0Module's
+    dec_self_head / dec_cross_head / dec_intermediate gates, initialised as the encoder's
+    (heads at 10, FFN units at droprate ``ffn_init_droprate``). They are trained with the
+    encoder's gates but count in no sparsity and remove nothing: during training they are a
+    dropout-like noise, and at the end each unit's :func:`gates.soft_mask_value` is folded
+    into the decoder's weights (``nash.prune.fold_decoder_gates``)."""
+
+    def __init__(self, n_layers: int, n_heads: int, d_ff: int, head_init_log_alpha: float = 10.0,
+                 ffn_init_droprate: float = 0.5, init_std: float = 0.01,
+                 temperature: float = gates.TEMPERATURE):
+        super().__init__()
+        self.temperature = temperature
+        self.self_log_alpha = nn.Parameter(torch.empty(n_layers, n_heads))
+        self.cross_log_alpha = nn.Parameter(torch.empty(n_layers, n_heads))
+        self.ffn_log_alpha = nn.Parameter(torch.empty(n_layers, d_ff))
+        with torch.no_grad():
+            self.self_log_alpha.normal_(head_init_log_alpha, init_std)
+            self.cross_log_alpha.normal_(head_init_log_alpha, init_std)
+            self.ffn_log_alpha.normal_(gates.init_log_alpha(ffn_init_droprate), init_std)
+
+    def _all(self):
+        return (self.self_log_alpha, self.cross_log_alpha, self.ffn_log_alpha)
+
+    @torch.no_grad()
+    def constrain_(self, limit: float) -> None:
+        for p in self._all():
+            p.copy_(gates.clamp_log_alpha(p, limit))
+
+    def sample(self) -> tuple[torch.Tensor, ...]:
+        """(self heads, cross heads, FFN units) hard-concrete samples, shared by the batch."""
+        return tuple(gates.sample_gates(la, gates.uniform_noise(la.shape, device=la.device),
+                                        self.temperature) for la in self._all())
+
+    @torch.no_grad()
+    def fold_factors(self) -> tuple[torch.Tensor, ...]:
+        """The deterministic (self heads, cross heads, FFN units) values folded at the end."""
+        return tuple(gates.soft_mask_value(la.float(), self.temperature) for la in self._all())
+
+
+def _scale_input(z_of, layer: int, repeat: int):
+    """A forward pre-hook multiplying a projection's input by unit masks ``z_of()[layer]``,
+    each repeated over ``repeat`` features (a head's d_kv; 1 for FFN units)."""
+    def hook(module, args):
+        z = z_of()
+        if z is None:
+            return None
+        x = args[0]
+        zl = z[layer].repeat_interleave(repeat) if repeat > 1 else z[layer]
+        return (x * zl.to(x.dtype),) + tuple(args[1:])
+    return hook
+
+
+class DecoderMasks:
+    """Forward pre-hooks on every decoder block's self-attention ``o``, cross-attention ``o``
+    and FFN ``wo``: the decoder's side of :class:`EncoderMasks` (``set`` / ``clear`` /
+    ``remove``)."""
+
+    def __init__(self, model):
+        self.z: tuple[torch.Tensor, ...] | None = None
+        self._handles = []
+        for i, block in enumerate(model.decoder.block):
+            self_attn, cross = block.layer[0].SelfAttention, block.layer[1].EncDecAttention
+            d_kv = self_attn.key_value_proj_dim
+            for k, module, repeat in ((0, self_attn.o, d_kv), (1, cross.o, d_kv),
+                                      (2, block.layer[-1].DenseReluDense.wo, 1)):
+                self._handles.append(module.register_forward_pre_hook(
+                    _scale_input(lambda k=k: None if self.z is None else self.z[k], i, repeat)))
+
+    def set(self, self_z: torch.Tensor, cross_z: torch.Tensor, ffn_z: torch.Tensor) -> None:
+        self.z = (self_z, cross_z, ffn_z)
+
+    def clear(self) -> None:
+        self.z = None
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

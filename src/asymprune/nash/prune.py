@@ -80,3 +80,19 @@ def prune_encoder(model, kept_heads: Sequence[Sequence[int]],
             if name in w:
                 getattr(ff, name).weight = nn.Parameter(w[name].contiguous())
     return model
+
+
+@torch.no_grad()
+def fold_decoder_gates(model, self_f: torch.Tensor, cross_f: torch.Tensor,
+                       ffn_f: torch.Tensor) -> None:
+    """Fold per-unit decoder gate values into the weights, in place: a head's factor scales
+    its d_kv input columns of ``o`` (self- and cross-attention), an FFN unit's its column of
+    ``wo``. ``o(x * z) = (o.weight * z) x`` for a bias-free linear map, so the folded model
+    equals the gated one. E.g. d_kv 8, head 1 at 0.996: o columns 8..15 times 0.996."""
+    for i, block in enumerate(model.decoder.block):
+        for attn, f in ((block.layer[0].SelfAttention, self_f), (block.layer[1].EncDecAttention,
+                                                                 cross_f)):
+            w = attn.o.weight
+            w.mul_(f[i].repeat_interleave(attn.key_value_proj_dim).to(w.device, w.dtype))
+        wo = block.layer[-1].DenseReluDense.wo.weight
+        wo.mul_(ffn_f[i].to(wo.device, wo.dtype))

@@ -28,6 +28,15 @@ pruning. The pruned model still needs the final fine-tuning (``asymprune.finetun
    the rounded masks' sparsity and the moved units) and physical pruning (``nash.prune``); the
    stage checks that the masked and the pruned student give the same logits (max |diff| <= 1e-4).
 
+As NASH's released code, optionally (``docs/nash.md``): ``decoder_gates`` puts hard-concrete
+gates on the kept decoder blocks' self/cross-attention heads and FFN units too (trained with
+the encoder's, in no sparsity) and folds their final values into the decoder's weights (in
+the same logits check); ``checkpoint_selection: best`` scores the student as it would be
+pruned (ROUGE-L of greedy summaries of ``selection_samples`` validation examples) every
+``eval_steps`` once selection started, and prunes the best instead of the last;
+``label_padding: pad`` lets padding count in every loss. The sidecar records the protocol
+(``-rel`` ids: the released one) and the selection.
+
 The run is a recipe (torchtune's shape): ``NashRecipe.setup`` / ``train_step`` / ``save`` /
 ``load`` / ``finish`` / ``cleanup``. It is a hand-written loop rather than a Trainer subclass:
 a frozen teacher forward, a loss built from hooks on both models, three optimisers (one
@@ -70,20 +79,22 @@ from accelerate.utils import gather_object
 from torch import nn
 from transformers import DataCollatorForSeq2Seq, get_scheduler
 
-from asymprune import settings, variants
+from asymprune import rouge, settings, variants
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.artifacts import atomic_dir, write_jsonl
-from asymprune.batching import batch_plan, settings_key
+from asymprune.batching import batch_plan, label_pad_id, settings_key
 from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
                                    torch_file_problem)
+from asymprune.generation import generate
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.nash import gates
 from asymprune.nash.data import (ExampleStream, micro_batch_positions, tokenized,
                                  total_steps)
 from asymprune.nash.loss import cross_entropy, hidden_mse, kl_distill, total_loss
-from asymprune.nash.masking import EncoderGates, EncoderMasks, masks_from_indices
+from asymprune.nash.masking import (DecoderGates, DecoderMasks, EncoderGates, EncoderMasks,
+                                    masks_from_indices)
 from asymprune.nash.params import EncoderDims, encoder_prunable_params, sparsity
-from asymprune.nash.prune import encoder_widths, prune_encoder
+from asymprune.nash.prune import encoder_widths, fold_decoder_gates, prune_encoder
 from asymprune.provenance import make_sidecar, write_json
 from asymprune.surgery import keep_blocks
 
@@ -151,10 +162,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         # An equal-budget baseline: the depth variant's blocks, no gates, the same steps and
         # batches; kd keeps the distillation objective, ce trains on the labels alone.
         args.encoder_mode, args.target_sparsity = "none", 0.0
+        args.decoder_gates = False      # "without gates": none in the decoder either
         if v.objective == "ce":
             args.prediction_loss, args.distill_enc, args.distill_dec = "ce", 0.0, 0.0
     else:
         args.encoder_mode, args.target_sparsity = v.encoder_mode, v.target_sparsity
+    args.protocol = variants.protocol(args.variant)
     if args.gate_learning_rate is None:
         args.gate_learning_rate = args.reg_learning_rate
     if args.batch_divisor < 1:
@@ -209,25 +222,46 @@ class BlockOutputs:
 
 
 class GatedStudent(nn.Module):
-    """The student and its encoder gates as one module, so that DDP all-reduces the weights'
-    and the gates' gradients together. ``forward`` draws one hard-concrete mask per unit
-    (shared by the batch, as the released code) and returns (logits, expected sparsity); the
-    gate math runs in fp32 whatever the autocast (a bf16 sigmoid would round s_hat to ~0.4 %)."""
+    """The student and its gates (encoder, and the decoder's with ``decoder_gates``) as one
+    module, so that DDP all-reduces the weights' and the gates' gradients together.
+    ``forward`` draws one hard-concrete mask per unit (shared by the batch, as the released
+    code) and returns (logits, expected sparsity of the encoder); the gate math runs in fp32
+    whatever the autocast (a bf16 sigmoid would round s_hat to ~0.4 %)."""
 
-    def __init__(self, student, gate_module: EncoderGates | None):
+    def __init__(self, student, gate_module: EncoderGates | None,
+                 dec_gate_module: DecoderGates | None = None):
         super().__init__()
-        self.student, self.gates = student, gate_module
+        self.student, self.gates, self.dec_gates = student, gate_module, dec_gate_module
         self.masks = EncoderMasks(student, gate_module.dims) if gate_module is not None else None
+        self.dec_masks = DecoderMasks(student) if dec_gate_module is not None else None
 
     def forward(self, input_ids, attention_mask, decoder_input_ids):
         s_hat = None
-        if self.gates is not None:
-            with torch.autocast(input_ids.device.type, enabled=False):
+        with torch.autocast(input_ids.device.type, enabled=False):
+            if self.gates is not None:
                 self.masks.set(*self.gates.sample())
                 s_hat = self.gates.expected_sparsity()
+            if self.dec_gates is not None:
+                self.dec_masks.set(*self.dec_gates.sample())
         logits = self.student(input_ids=input_ids, attention_mask=attention_mask,
                               decoder_input_ids=decoder_input_ids).logits
         return logits, s_hat
+
+
+def final_normed(s_stack, t_stack, s_h: list, t_h: list, pairs) -> tuple[list, list]:
+    """The block outputs to distil, with the last pair taken after each stack's
+    ``final_layer_norm`` when it pairs the student's last block with the teacher's last block
+    (Hugging Face's ``hidden_states[-1]``, what the released code distils; without the
+    dropout that follows the norm). Measured on the demo (``docs/nash.md``,
+    ``bench/nash_final_norm.py``): before the norm the last decoder pair alone was 91 % of the
+    decoder hidden-state loss at the start of the NASH stage; after it, 25.5 %. Other pairs (a
+    ``low`` selection's last block is not the teacher's last) stay block outputs."""
+    (s_last, t_last) = pairs[-1]
+    if s_last != len(s_h) - 1 or t_last != len(t_h) - 1:
+        return s_h, t_h
+    with torch.no_grad():
+        t_norm = t_stack.final_layer_norm(t_h[-1])
+    return s_h[:-1] + [s_stack.final_layer_norm(s_h[-1])], t_h[:-1] + [t_norm]
 
 
 def reached_sparsity(student, dims: EncoderDims) -> tuple[float, int]:
@@ -266,13 +300,17 @@ class NashObjective:
         t_h_enc, t_h_dec = self.t_enc.take(), self.t_dec.take()
         with autocast():
             logits, s_hat = self.forward(**inputs)
+        s_h_enc, t_h_enc = final_normed(self.student.encoder, self.teacher.encoder,
+                                        self.s_enc.take(), t_h_enc, self.enc_pairs)
+        s_h_dec, t_h_dec = final_normed(self.student.decoder, self.teacher.decoder,
+                                        self.s_dec.take(), t_h_dec, self.dec_pairs)
         terms = {
             "kl": kl_distill(logits, t_logits, tok, args.kl_temperature, args.kl_direction,
                              tokens=target_tokens),
             "ce": cross_entropy(logits, labels, tokens=target_tokens),
-            "enc_mse": hidden_mse(self.s_enc.take(), t_h_enc, self.enc_pairs,
+            "enc_mse": hidden_mse(s_h_enc, t_h_enc, self.enc_pairs,
                                   batch["attention_mask"].bool(), tokens=source_tokens),
-            "dec_mse": hidden_mse(self.s_dec.take(), t_h_dec, self.dec_pairs, tok,
+            "dec_mse": hidden_mse(s_h_dec, t_h_dec, self.dec_pairs, tok,
                                   tokens=target_tokens),
         }
         terms["distill"] = total_loss(terms[args.prediction_loss], terms["enc_mse"],
@@ -391,6 +429,9 @@ class NashRecipe:
         self.args = args
         self.t0 = time.time()
         self.step, self.history, self.resumed = 0, [], None
+        # checkpoint selection: when it started, the best (step, score) so far, every score
+        self.selection = {"started_at_step": None, "best_step": None, "best_score": None,
+                          "scores": []}
         self.objective = None
         self.accelerator = None
 
@@ -428,9 +469,13 @@ class NashRecipe:
                                     args.max_target_length, args.max_train_samples)
         self.valid_data = tokenized(args.validation_file, self.tokenizer, args.max_source_length,
                                     args.max_target_length, args.max_eval_samples)
-        # the collator also builds decoder_input_ids (labels shifted right) from the teacher
+        self.select_data = self.valid_data[:args.selection_samples]
+        # the collator also builds decoder_input_ids (labels shifted right) from the teacher;
+        # label_padding pad: padding carries the pad id, so every loss counts it (the
+        # token masks below are labels != -100)
         collator = DataCollatorForSeq2Seq(
-            self.tokenizer, model=self.teacher, label_pad_token_id=-100,
+            self.tokenizer, model=self.teacher,
+            label_pad_token_id=label_pad_id(args.label_padding, self.tokenizer),
             pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.collate = lambda rows: collator(rows).to(self.device)
         self.stream = ExampleStream(len(self.train_data), args.seed)
@@ -443,7 +488,15 @@ class NashRecipe:
                                          args.ffn_gate_init_droprate,
                                          temperature=args.gate_temperature).to(self.device)
                             if self.l0 else None)
-        self.model = GatedStudent(self.student, self.gate_module)
+        dec = self.student.config
+        self.dec_gate_module = (DecoderGates(len(self.dec_blocks), dec.num_heads, dec.d_ff,
+                                             args.head_gate_init_log_alpha,
+                                             args.ffn_gate_init_droprate,
+                                             temperature=args.gate_temperature).to(self.device)
+                                if args.decoder_gates else None)
+        self.model = GatedStudent(self.student, self.gate_module, self.dec_gate_module)
+        gate_params = [p for m in (self.gate_module, self.dec_gate_module) if m is not None
+                       for p in m.parameters()]
         self.lambdas = nn.Parameter(torch.zeros(2, device=self.device))   # (lambda_1, lambda_2)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.student.parameters() if p.requires_grad], lr=args.learning_rate,
@@ -451,9 +504,8 @@ class NashRecipe:
         self.scheduler = get_scheduler(args.lr_scheduler, self.optimizer,
                                        num_warmup_steps=args.warmup_steps,
                                        num_training_steps=self.total)
-        self.gate_opt = (torch.optim.AdamW(self.gate_module.parameters(),
-                                           lr=args.gate_learning_rate, weight_decay=0.0)
-                         if self.l0 else None)
+        self.gate_opt = (torch.optim.AdamW(gate_params, lr=args.gate_learning_rate,
+                                           weight_decay=0.0) if gate_params else None)
         # maximize=True: the multipliers climb the Lagrangian while everything else descends it
         self.lambda_opt = torch.optim.AdamW([self.lambdas], lr=args.reg_learning_rate,
                                             weight_decay=0.0, maximize=True)
@@ -470,6 +522,9 @@ class NashRecipe:
             self.resumed = newest_checkpoint(args.checkpoint_dir)
         if self.resumed is not None:
             self.load(self.resumed)
+        elif acc.is_main_process:
+            shutil.rmtree(args.checkpoint_dir / "best", ignore_errors=True)   # a former run's
+        acc.wait_for_everyone()
         # after loading: DDP broadcasts process 0's weights, equal on every process by now
         self.ddp = acc.prepare(self.model)
         self.objective = NashObjective(self.ddp, self.student, self.teacher,
@@ -540,6 +595,8 @@ class NashRecipe:
                 self.scaler.step(opt)
         self.scaler.update()
         self.scheduler.step()
+        if self.dec_gate_module is not None:
+            self.dec_gate_module.constrain_(args.log_alpha_limit)
         if self.l0:
             self.gate_module.constrain_(args.log_alpha_limit)
             entry.update(lambda_1=float(self.lambdas[0].detach()),
@@ -559,6 +616,9 @@ class NashRecipe:
             while self.step < self.total:
                 entry = self.train_step()
                 step = self.step
+                if args.checkpoint_selection == "best" and (step % args.eval_steps == 0
+                                                            or step == self.total):
+                    self.select(entry)
                 if step % args.logging_steps == 0 or step == self.total or step == 1:
                     self.history.append(entry)
                     log.info("step %d/%d %s", step, self.total,
@@ -582,6 +642,8 @@ class NashRecipe:
         groups = [list(self.student.parameters()), [self.lambdas]]
         if self.l0:
             groups.append(list(self.gate_module.parameters()))
+        if self.dec_gate_module is not None:
+            groups.append(list(self.dec_gate_module.parameters()))
         sums = torch.stack([sum(p.detach().double().sum() for p in g) for g in groups])
         every = self.accelerator.gather(sums).view(self.world, -1)
         if not bool((every == every[0]).all()):
@@ -598,8 +660,11 @@ class NashRecipe:
             save_checkpoint(self.args.checkpoint_dir, self.step, {
                 "step": self.step, "student": self.student.state_dict(),
                 "gates": self.gate_module.state_dict() if self.l0 else None,
+                "decoder_gates": (self.dec_gate_module.state_dict()
+                                  if self.dec_gate_module is not None else None),
                 "lambdas": self.lambdas.detach(), "optimizer": self.optimizer.state_dict(),
-                "gate_optimizer": self.gate_opt.state_dict() if self.l0 else None,
+                "gate_optimizer": self.gate_opt.state_dict() if self.gate_opt else None,
+                "selection": self.selection,
                 "lambda_optimizer": self.lambda_opt.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rngs, "history": self.history})
@@ -614,7 +679,11 @@ class NashRecipe:
         self.student.load_state_dict(state["student"])
         if self.l0:
             self.gate_module.load_state_dict(state["gates"])
+        if self.dec_gate_module is not None:
+            self.dec_gate_module.load_state_dict(state["decoder_gates"])
+        if self.gate_opt is not None:
             self.gate_opt.load_state_dict(state["gate_optimizer"])
+        self.selection = state["selection"]
         with torch.no_grad():
             self.lambdas.copy_(state["lambdas"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -628,11 +697,113 @@ class NashRecipe:
         self.step, self.history = state["step"], state["history"]
         log.info("resumed from %s (step %d of %d)", path, self.step, self.total)
 
+    # ---- checkpoint selection (checkpoint_selection: best)
+
+    @contextlib.contextmanager
+    def pruned_view(self):
+        """The student as it would be saved now: the encoder's deterministic masks for the
+        final target (the units pruning would keep) and the decoder gates' fold factors,
+        applied by the hooks; the training masks come back afterwards."""
+        args, model = self.args, self.model
+        with torch.no_grad():
+            if self.l0:
+                heads, units, _ = self.gate_module.deterministic(args.target_sparsity,
+                                                                  args.sparsity_tolerance)
+                model.masks.set(*masks_from_indices(heads, units, self.dims, self.device))
+            if self.dec_gate_module is not None:
+                model.dec_masks.set(*self.dec_gate_module.fold_factors())
+        try:
+            yield self.student
+        finally:
+            for m in (model.masks, model.dec_masks):
+                if m is not None:
+                    m.clear()
+
+    @torch.no_grad()
+    def selection_score(self) -> float:
+        """ROUGE-L (F x 100) of the pruned view's greedy summaries of the first
+        ``selection_samples`` validation examples, as the released trainer scores the
+        pruned model; every process scores the same examples with the same weights."""
+        args = self.args
+        self.student.eval()
+        predictions, references = [], []
+        with self.pruned_view() as student:
+            for i in range(0, len(self.select_data), self.per_device):
+                rows = self.select_data[i:i + self.per_device]
+                batch = self.collate(rows)
+                out = generate(student, batch["input_ids"], batch["attention_mask"],
+                               max_new_tokens=args.max_target_length)
+                predictions += self.tokenizer.batch_decode(out, skip_special_tokens=True)
+                references += self.tokenizer.batch_decode([r["labels"] for r in rows],
+                                                          skip_special_tokens=True)
+        for hooks in (self.objective.s_enc, self.objective.s_dec):
+            hooks.take()          # generation went through the distillation hooks
+        self.student.train()
+        return rouge.score(predictions, references)["rougeL"]
+
+    def select(self, entry: dict) -> None:
+        """The released rule: selection starts at ``selection_start_fraction`` of the steps
+        or at the first score where the gates' expected sparsity has reached the target;
+        from then on a score above the best so far saves the student (and its gates) to
+        ``checkpoint_dir/best``. E.g. 300 steps, fraction 1/3: from step 100 on."""
+        args, sel, step = self.args, self.selection, self.step
+        if sel["started_at_step"] is None:
+            reached = self.l0 and entry["expected_sparsity"] >= args.target_sparsity
+            if step >= math.ceil(args.selection_start_fraction * self.total) or reached:
+                sel["started_at_step"] = step
+            else:
+                return
+        score = self.selection_score()
+        # the mean over processes is every process's own score; it keeps them in one state
+        score = float(self.accelerator.reduce(
+            torch.tensor([score], dtype=torch.float64, device=self.device), "mean"))
+        sel["scores"].append([step, score])
+        log.info("step %d: validation ROUGE-L of the pruned model %.3f (best %s)", step, score,
+                 sel["best_score"])
+        if sel["best_score"] is None or score > sel["best_score"]:
+            sel["best_step"], sel["best_score"] = step, score
+            if self.accelerator.is_main_process:
+                with atomic_dir(self.args.checkpoint_dir / "best") as tmp:
+                    torch.save({"step": step, "student": self.student.state_dict(),
+                                "gates": self.gate_module.state_dict() if self.l0 else None,
+                                "decoder_gates": (self.dec_gate_module.state_dict()
+                                                  if self.dec_gate_module is not None
+                                                  else None)}, tmp / "state.pt")
+            self.accelerator.wait_for_everyone()
+
+    def load_best(self) -> None:
+        """Bring back the selected student and gates before pruning and saving."""
+        sel = self.selection
+        state = torch.load(self.args.checkpoint_dir / "best" / "state.pt", map_location="cpu",
+                           weights_only=True)
+        if state["step"] != sel["best_step"]:
+            raise RuntimeError(f"{self.args.checkpoint_dir / 'best'} holds step "
+                               f"{state['step']}, the selection chose {sel['best_step']}")
+        self.student.load_state_dict(state["student"])
+        if self.l0:
+            self.gate_module.load_state_dict(state["gates"])
+        if self.dec_gate_module is not None:
+            self.dec_gate_module.load_state_dict(state["decoder_gates"])
+        log.info("selected step %d (validation ROUGE-L %.3f) of %d", sel["best_step"],
+                 sel["best_score"], self.total)
+
+    def selection_record(self) -> dict:
+        args, sel = self.args, self.selection
+        if args.checkpoint_selection == "last":
+            return {"rule": "last", "chosen_step": self.total}
+        return {"rule": "best", "metric": "rougeL", "samples": len(self.select_data),
+                "eval_steps": args.eval_steps,
+                "start_fraction": args.selection_start_fraction,
+                "started_at_step": sel["started_at_step"], "chosen_step": sel["best_step"],
+                "chosen_score": sel["best_score"], "scores": sel["scores"]}
+
     # ---- masks, physical pruning, outputs
 
     def finish(self) -> int:
         """Process 0 prunes, evaluates and writes ``--output``; the others wait for it."""
         if self.accelerator.is_main_process:
+            if self.args.checkpoint_selection == "best":
+                self.load_best()
             self.write_output()
         self.accelerator.wait_for_everyone()
         return 0
@@ -659,21 +830,33 @@ class NashRecipe:
                             args.target_sparsity, args.gate_miss_tolerance,
                             info["sparsity_rounded"], info["removed"], info["restored"],
                             info["sparsity"])
+        factors = (self.dec_gate_module.fold_factors()
+                   if self.dec_gate_module is not None else None)
+        if self.l0 or factors is not None:
+            # the gated model with its final masks vs the pruned / folded one: same logits
             check = self.collate(self.valid_data[:self.per_device])
             check.pop("labels")
-            masks = self.model.masks
             with torch.no_grad():
-                masks.set(*masks_from_indices(kept_heads, kept_units, dims, self.device))
+                if self.l0:
+                    self.model.masks.set(*masks_from_indices(kept_heads, kept_units, dims,
+                                                             self.device))
+                if factors is not None:
+                    self.model.dec_masks.set(*factors)
                 masked_logits = student(**check).logits
-            masks.remove()
-            prune_encoder(student, kept_heads, kept_units)
+            for m in (self.model.masks, self.model.dec_masks):
+                if m is not None:
+                    m.remove()
+            if self.l0:
+                prune_encoder(student, kept_heads, kept_units)
+            if factors is not None:
+                fold_decoder_gates(student, *factors)
             with torch.no_grad():
                 pruned_logits = student(**check).logits
             mask_check = float((masked_logits - pruned_logits).abs().max())
             if mask_check > MASK_CHECK_ATOL:
                 raise RuntimeError(f"physically pruned logits differ from the masked model's "
                                    f"by {mask_check:.3g} > {MASK_CHECK_ATOL}: the head/FFN "
-                                   f"surgery is wrong")
+                                   f"surgery or the decoder fold is wrong")
         reached, kept_params = reached_sparsity(student, dims)
         if self.l0 and abs(reached - args.target_sparsity) > args.sparsity_tolerance:
             raise RuntimeError(f"reached sparsity {reached:.4f} is off the target "
@@ -710,6 +893,13 @@ class NashRecipe:
                 adjustment_units_restored=report.get("adjustment_units_restored"),
                 gates_missed_target=report.get("gates_missed_target"),
                 masked_vs_pruned_max_abs_diff=mask_check,
+                protocol=args.protocol,
+                selection=self.selection_record(),
+                # the decoder gates' values folded into the weights (min / mean / max)
+                decoder_gate_factors=(
+                    {k: {"min": float(f.min()), "mean": float(f.mean()), "max": float(f.max())}
+                     for k, f in zip(("self_heads", "cross_heads", "ffn_units"), factors)}
+                    if factors is not None else None),
                 teacher={"path": str(args.teacher), "encoder_layers": self.dims.n_layers,
                          "decoder_layers": n_dec},
                 kept={"encoder_blocks": list(self.enc_blocks),
