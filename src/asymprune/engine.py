@@ -36,7 +36,7 @@ from torch import nn
 
 from asymprune import generation
 
-ENGINES: tuple[str, ...] = ("eager", "compiled")
+from asymprune.settings import ENGINES  # eager, compiled, ct2-<compute type>
 
 # Generation-config settings that add a logits processor or a stopping criterion to HF's
 # greedy loop, with their neutral value. The compiled step implements none of them, so a model
@@ -73,10 +73,18 @@ def generate_with(engine: str, model, input_ids: torch.Tensor,
     """Generate with ``engine`` (one of ``ENGINES``); kwargs as for ``generation.generate``.
 
     ``compiled`` is greedy only: ``num_beams`` must be 1 and ``do_sample`` False; it takes
-    ``max_new_tokens`` (required) and ``min_new_tokens``.
+    ``max_new_tokens`` (required) and ``min_new_tokens``. ``ct2-<type>``: ``model`` is an
+    ``asymprune.ct2.Ct2Model`` loaded at that compute type (``asymprune.ct2.generate_ct2``).
     """
     if engine == "eager":
         return generation.generate(model, input_ids, attention_mask, **kw)
+    if engine.startswith("ct2-"):
+        from asymprune import ct2
+
+        if not isinstance(model, ct2.Ct2Model) or model.compute_type != ct2.compute_type(engine):
+            raise ValueError(f"engine {engine} needs an asymprune.ct2.Ct2Model loaded with "
+                             f"compute_type {ct2.compute_type(engine)!r}, got {model!r}")
+        return ct2.generate_ct2(model, input_ids, attention_mask, **kw)
     if engine != "compiled":
         raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
     num_beams = kw.pop("num_beams", 1)
