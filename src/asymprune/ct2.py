@@ -163,7 +163,9 @@ def export_model(model, tokenizer, output_dir: Path) -> dict[str, Any]:
     if model.config.model_type != "t5":
         raise ValueError(f"only T5 models are exported to CTranslate2 here, got model_type "
                          f"{model.config.model_type!r}")
-    full, padded = pad_to_full_width(model.float().eval())
+    if next(model.parameters()).dtype != torch.float32:
+        model = copy.deepcopy(model).float()  # the caller's model keeps its dtype
+    full, padded = pad_to_full_width(model.eval())
     # CTranslate2's T5 loader scales the decoder output by d_model ** -0.5 when
     # config.tie_word_embeddings is set; transformers 5 ties every config-built T5 but scales
     # only when config.scale_decoder_outputs says so. Give the loader the flag that makes it
