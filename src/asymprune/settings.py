@@ -246,9 +246,6 @@ class Evaluate:
             if "compiled" in self.engines:
                 out.append(("engines", "compiled supports greedy decoding only; set "
                                        "@num_beams to 1"))
-        if self.engine in self.engines:
-            out.append(("engines", f"{self.engine} is already the main evaluation's engine "
-                                   f"(@engine)"))
         return out
 
 
