@@ -220,9 +220,12 @@ def eval_engine_json(size, dataset, variant, engine):
 
 
 def eval_outputs():
-    return ([eval_json(s, d, v) for s in SIZES for d in DATASETS for v in all_variants()]
-            + [eval_engine_json(s, d, v, e) for s in SIZES for d in DATASETS
-               for v in all_variants() for e in EVAL_ENGINES])
+    return [eval_json(s, d, v) for s in SIZES for d in DATASETS for v in all_variants()]
+
+
+def eval_engine_outputs():
+    return [eval_engine_json(s, d, v, e) for s in SIZES for d in DATASETS
+            for v in all_variants() for e in EVAL_ENGINES]
 
 
 def bench_outputs():
