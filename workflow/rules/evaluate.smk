@@ -2,13 +2,6 @@
 # the main engine (evaluate.engine), and again with each of evaluate.engines (e.g. ct2-int8),
 # which also records the share of documents predicted as the main evaluation predicted them.
 
-EVAL_SHELL = (
-    "OMP_NUM_THREADS={threads} {params.launch} asymprune.evaluate --model {params.model:q}"
-    " --data-file {input.data:q} --settings {params.settings:q} --config-key evaluate"
-    " --tag size={wildcards.size} --tag dataset={wildcards.dataset}"
-    " --tag variant={wildcards.variant} {params.engine} {params.ct2}"
-)
-
 
 rule evaluate:
     input:
@@ -21,7 +14,6 @@ rule evaluate:
         launch=lambda wc: single_gpu_launcher(res(wc.size, "gpu")),
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
         settings=settings_json(CFG.evaluate),
-        engine="",
         ct2=lambda wc: ct2_flag(wc, CFG.evaluate.engine),
         code=code("evaluate"),
     log:
@@ -32,8 +24,11 @@ rule evaluate:
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
         runtime=120,
     shell:
-        EVAL_SHELL + " --output {output.scores:q} --predictions {output.predictions:q}"
-        " > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.evaluate --model {params.model:q}"
+        " --data-file {input.data:q} --settings {params.settings:q} --config-key evaluate"
+        " --tag size={wildcards.size} --tag dataset={wildcards.dataset}"
+        " --tag variant={wildcards.variant} {params.ct2}"
+        " --output {output.scores:q} --predictions {output.predictions:q} > {log:q} 2>&1"
 
 
 rule evaluate_engine:
@@ -59,5 +54,9 @@ rule evaluate_engine:
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
         runtime=120,
     shell:
-        EVAL_SHELL + " --reference-predictions {input.reference:q}"
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.evaluate --model {params.model:q}"
+        " --data-file {input.data:q} --settings {params.settings:q} --config-key evaluate"
+        " --tag size={wildcards.size} --tag dataset={wildcards.dataset}"
+        " --tag variant={wildcards.variant} {params.engine} {params.ct2}"
+        " --reference-predictions {input.reference:q}"
         " --output {output.scores:q} --predictions {output.predictions:q} > {log:q} 2>&1"
