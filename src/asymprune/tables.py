@@ -803,8 +803,9 @@ def pareto_tables(sp: pd.DataFrame, ev: pd.DataFrame, batch_size: int,
                                  for k in keys]})
             ok = ~t["disturbed"] & t["R-2"].notna()
             t["on_front"] = False
-            t.loc[ok, "on_front"] = pareto_front(list(zip(t.loc[ok, "median ms"],
-                                                          t.loc[ok, "R-2"])))
+            if ok.any():  # every pair disturbed or unscored: no front
+                t.loc[ok, "on_front"] = pareto_front(list(zip(t.loc[ok, "median ms"],
+                                                              t.loc[ok, "R-2"])))
             parts.append(t.sort_values(["median ms", "engine"], kind="stable"))
         table = pd.concat(parts, ignore_index=True)
         title = (f"Pareto front of R-2 vs median latency over variants and engines, "
