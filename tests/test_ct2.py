@@ -151,3 +151,28 @@ def test_stage_cli_exports_with_sidecar_and_evaluate_scores_it(tiny_model_dir, n
     scored = json.loads((tmp_path / "c.json").read_text())
     assert scored["engine"] == "ct2-float32" and scored["identical_share"] == 1.0
     assert "rouge2" in scored["metrics"] and "gen_len" in scored["metrics"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("scale", [True, False])
+def test_token_log_probs_equal_transformers_with_and_without_output_scaling(scale, tmp_path):
+    """Greedy tokens cannot see a wrong logit scale (argmax ignores it); scores can. With
+    transformers 5 every config-built T5 reports tie_word_embeddings, while the decoder output
+    is scaled only when scale_decoder_outputs says so: the export must follow the latter."""
+    from transformers import T5ForConditionalGeneration
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(50)
+    cfg.scale_decoder_outputs = scale
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(cfg).eval()
+    ct2.export_model(model, ct2.IdVocabulary(50), tmp_path)
+    m = ct2.Ct2Model(tmp_path, "float32", "cpu", 1)
+    src, tgt = [5, 6, 7, 8, 1], [9, 10, 11]
+    got = m.translator.score_batch([[m.tokens[i] for i in src]],
+                                   [[m.tokens[i] for i in tgt]])[0].log_probs
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([src]), labels=torch.tensor([tgt + [1]])).logits
+    want = torch.log_softmax(logits[0], -1)[torch.arange(4), torch.tensor(tgt + [1])]
+    assert got == pytest.approx(want.tolist(), abs=1e-4)
