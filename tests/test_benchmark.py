@@ -88,27 +88,41 @@ def test_fixed_mode_asserts_exact_length(monkeypatch):
     monkeypatch.setattr(benchmark, "generate_with",
                         lambda engine, model, ids, mask, **kw: torch.full((ids.shape[0], 4), 5))
     ids = torch.ones(2, 3, dtype=torch.long)
-    cell = benchmark.Cell("paper", "fixed", "eager", 2, 1)
+    cell = benchmark.Cell("paper", "fixed", ("eager",), 2, 1)
     with pytest.raises(AssertionError, match="exactly 4 new tokens"):
-        benchmark.time_cell({"e6d6": None}, cell, [(ids, ids)], _args(), eos_id=1,
+        benchmark.time_cell({("e6d6", "eager"): None}, cell, [(ids, ids)], _args(), eos_id=1,
                             device=torch.device("cpu"))
 
 
-def test_rounds_rotate_the_variant_order(monkeypatch):
+def test_rounds_rotate_the_variant_and_engine_order(monkeypatch):
     calls = []
 
     def fake(engine, model, ids, mask, **kw):
-        calls.append(model)
+        calls.append(f"{model}/{engine}")
         return torch.cat([torch.zeros(ids.shape[0], 1, dtype=torch.long),
                           torch.full((ids.shape[0], 4), 5)], dim=1)
 
     monkeypatch.setattr(benchmark, "generate_with", fake)
+    # each pair its own memory figure: eager adds 3 MiB, ct2-int8 1 MiB, per variant + 10 * i
+    monkeypatch.setattr(benchmark, "memory_before", lambda device: 0)
+    monkeypatch.setattr(benchmark, "memory_added",
+                        lambda device, engine, before: {"eager": 3.0, "ct2-int8": 1.0}[engine]
+                        + 10 * len(calls))
     ids = torch.ones(1, 3, dtype=torch.long)
-    cell = benchmark.Cell("paper", "fixed", "eager", 1, 1)
-    stats = benchmark.time_cell({"a": "a", "b": "b", "c": "c"}, cell, [(ids, ids)],
-                                _args(runs=3), eos_id=1, device=torch.device("cpu"))
-    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
-    assert set(stats) == {"a", "b", "c"} and all(len(s["runs_ms"]) == 3 for s in stats.values())
+    cell = benchmark.Cell("paper", "fixed", ("eager", "ct2-int8"), 1, 1)
+    decoders = {(v, e): v for v in "ab" for e in ("eager", "ct2-int8")}
+    decoders[("a", "compiled")] = "a"  # not an engine of this cell: never called
+    stats = benchmark.time_cell(decoders, cell, [(ids, ids)], _args(runs=3), eos_id=1,
+                                device=torch.device("cpu"))
+    # round r starts at pair r: every variant and engine within each round, rotated
+    assert calls == ["a/eager", "a/ct2-int8", "b/eager", "b/ct2-int8",
+                     "a/ct2-int8", "b/eager", "b/ct2-int8", "a/eager",
+                     "b/eager", "b/ct2-int8", "a/eager", "a/ct2-int8"]
+    assert set(stats) == {("a", "eager"), ("a", "ct2-int8"), ("b", "eager"), ("b", "ct2-int8")}
+    assert all(len(s["runs_ms"]) == 3 for s in stats.values())
+    # the largest of each pair's runs: a/eager ran as calls 1, 8, 11 -> 3 + 110
+    assert stats[("a", "eager")]["peak_memory_mb"] == 113.0
+    assert stats[("b", "ct2-int8")]["peak_memory_mb"] == 1.0 + 100
 
 
 def test_a_wide_spread_is_flagged():
@@ -213,14 +227,21 @@ def test_cli_errors(argv, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_foreign_load_is_a_share_of_the_machine(monkeypatch):
-    monkeypatch.setattr(benchmark.os, "cpu_count", lambda: 2)
+def test_foreign_load_is_a_share_of_the_cpus_this_job_may_use(monkeypatch):
     monkeypatch.setattr(benchmark.os, "sysconf", lambda name: 100)
     # 1 s on 2 CPUs = 200 ticks; 150 busy, 110 of them ours: 40 / 200 = 0.2
-    assert benchmark.foreign_load((1000, 500), (1150, 610), 1.0) == pytest.approx(0.2)
-    assert benchmark.foreign_load((0, 0), (500, 0), 1.0) == 1.0  # clamped: rounding
-    assert benchmark.foreign_load((0, 0), (10, 0), 0.1) is None  # 20 ticks: too short to tell
-    assert benchmark.foreign_load(None, (10, 0), 1.0) is None
+    assert benchmark.foreign_load((1000, 500), (1150, 610), 1.0, 2) == pytest.approx(0.2)
+    assert benchmark.foreign_load((0, 0), (500, 0), 1.0, 2) == 1.0  # clamped: rounding
+    assert benchmark.foreign_load((0, 0), (10, 0), 0.1, 2) is None  # 20 ticks: too short
+    assert benchmark.foreign_load(None, (10, 0), 1.0, 2) is None
+    # only the allowed CPUs' lines count: cpu1 = 10 + 1 + 5 + 2 + 3 + 4 busy (idle, iowait
+    # left out), cpu0 and the machine total are not ours
+    stat = ("cpu  999 0 999 999 0 0 0 0 0 0\n"
+            "cpu0 500 0 500 100 0 0 0 0 0 0\n"
+            "cpu1 10 1 5 700 9 2 3 4 0 0\n"
+            "intr 12345\n")
+    assert benchmark.busy_ticks(stat, {1}) == 25
+    assert benchmark.busy_ticks(stat, {0, 1}) == 1025
 
 
 def test_weights_that_cannot_fit_stop_the_job_naming_the_remedies():
@@ -268,3 +289,23 @@ def test_a_gpu_run_is_sized_before_any_model_loads(tiny_model_dir, data_file, tm
         benchmark.main(["--model", f"e6d6={tiny_model_dir}", "--data-file", str(data_file),
                         "--size", "tiny", "--dataset", "toy", "--device", "cuda",
                         "--output-dir", str(tmp_path / "bench"), *TINY])
+
+
+def test_ct2_engines_are_timed_with_eager_in_one_cell(tiny_model_dir, data_file, tmp_path):
+    from asymprune import ct2
+
+    pytest.importorskip("ctranslate2")
+    ct2.main(["--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "ct2")])
+    out = tmp_path / "bench"
+    argv = [*TINY, "--model", f"e6d6={tiny_model_dir}", "--data-file", str(data_file),
+            "--engines", "eager", "ct2-float32", "ct2-int8", "--modes", "fixed",
+            "--batch-sizes", "2", "--nash-protocol", "false", "--output-dir", str(out)]
+    with pytest.raises(SystemExit):  # a ct2 engine without the variant's export
+        benchmark.parse_args(argv)
+    assert benchmark.main(argv + ["--ct2-model", f"e6d6={tmp_path / 'ct2'}"]) == 0
+    d = json.loads((out / "e6d6.json").read_text())
+    assert [r["engine"] for r in d["results"]] == ["eager", "ct2-float32", "ct2-int8"]
+    assert d["ct2_export"]["padded_heads"] == 0
+    for r in d["results"]:
+        assert r["new_tokens_mean"] == 4 and len(r["runs_ms"]) == 2
+        assert r["peak_memory_of"] == "rss" and r["peak_memory_mb"] >= 0

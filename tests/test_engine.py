@@ -129,7 +129,7 @@ def test_fixed_length_mode_gives_exactly_that_many_tokens():
 
 
 def test_generate_with_dispatches_and_rejects_beam_search():
-    assert ENGINES == ("eager", "compiled")
+    assert ENGINES[:2] == ("eager", "compiled") and "ct2-int8" in ENGINES
     model = _model()
     ids, mask = _batch()
     kw = dict(max_new_tokens=NEW, use_cache=True)    # what benchmark.py passes
@@ -161,3 +161,57 @@ def test_source_lengths_in_one_bucket_share_the_compiled_step():
         assert generate_compiled(model, i, m, max_new_tokens=NEW).tolist() == eager.tolist()
     assert engine.SOURCE_BUCKET == 64
     assert [key[2] for key in engine._RUNNERS[model]] == [64]  # (structure, batch, capacity, ...)
+
+
+def test_generation_config_min_new_tokens_is_applied_and_other_processors_refused():
+    """transformers says which logits processors a generation_config adds: min_new_tokens set
+    there is applied as eager applies it; repetition_penalty is refused, naming it."""
+    model = _model(n_enc=1, eos_push=3.0)  # rows want EOS after 5, 4, 6 and 2 tokens
+    model.generation_config.min_new_tokens = NEW
+    out = _assert_same(model)              # neither engine is given min_new_tokens
+    assert _eos_steps(out) == [None] * 4
+    model.generation_config.repetition_penalty = 1.3
+    ids, mask = _batch()
+    with pytest.raises(ValueError, match="RepetitionPenaltyLogitsProcessor"):
+        generate_compiled(model, ids, mask, max_new_tokens=NEW)
+
+
+def test_runner_cache_is_bounded_by_bytes_and_freed_when_the_model_changes(monkeypatch):
+    from asymprune import engine
+
+    model = _model()
+    tokens = engine._special_tokens(model)
+    a = engine._runner(model, 4, 64, NEW, tokens)
+    # by hand, batch 4, 4 heads x 8 dims, 6 layers, fp32: self-attention K and V over 12
+    # positions 2 x 4*4*12*8*4 = 12,288 B, cross-attention K and V over 64 slots
+    # 2 x 4*4*64*8*4 = 65,536 B, per layer 77,824, x 6 = 466,944; plus the step's own buffers:
+    # buckets 12*12*8 = 1,152, causal 144, eos_mask 120, enc_bias 4*64*4 = 1,024, token 32,
+    # pos 8, min_new 8, finished 4, n_done 8, out 4*13*8 = 416: 2,916. Total 469,860.
+    assert a.nbytes == 469_860
+    b = engine._runner(model, 2, 64, NEW, tokens)
+    assert set(engine._RUNNERS[model].values()) == {a, b}
+    # a bound below two runners: the least recently used (a) goes, the new one stays
+    monkeypatch.setattr(engine, "RUNNER_CACHE_BYTES", a.nbytes + b.nbytes - 1)
+    c = engine._runner(model, 1, 64, NEW, tokens)
+    assert a not in engine._RUNNERS[model].values() and c in engine._RUNNERS[model].values()
+    assert engine.cached_runner_bytes() <= engine.RUNNER_CACHE_BYTES
+    # block surgery on the same object: every runner of the old structure is freed
+    keep_blocks(model, list(range(6)), [0, 1, 2])
+    d = engine._runner(model, 4, 64, NEW, engine._special_tokens(model))
+    assert list(engine._RUNNERS[model].values()) == [d]
+
+
+def test_a_skipped_cuda_graph_is_an_error_and_a_torch_without_the_settings_is_named():
+    from asymprune import engine
+
+    assert engine.check_cuda_graphs(0, 2) and engine.check_cuda_graphs(0, None)
+    with pytest.raises(RuntimeError, match="skipped 1 graph"):
+        engine.check_cuda_graphs(1, 2)
+    with pytest.raises(RuntimeError, match="not captured as a CUDA graph"):
+        engine.check_cuda_graphs(0, 0)
+    # torch 2.6's dynamo config had cache_size_limit, not recompile_limit
+    from types import SimpleNamespace
+
+    assert engine._dynamo_patch() == engine._DYNAMO_PATCH
+    with pytest.raises(RuntimeError, match=r"torch >= 2.7 .*'recompile_limit'"):
+        engine._dynamo_patch(SimpleNamespace(cache_size_limit=8))

@@ -49,7 +49,7 @@ def record(variant, facts=None, phases=None):
 def eval_json(size, dataset, variant, scale=1.0):
     r2 = R2[variant] * scale
     return {"stage": "evaluate", "args": {}, "size": size, "dataset": dataset, "variant": variant,
-            "metrics": {"rouge1": r2 + 20, "rouge2": r2, "rougeL": r2 + 10,
+            "engine": "eager", "metrics": {"rouge1": r2 + 20, "rouge2": r2, "rougeL": r2 + 10,
                         "rougeLsum": r2 + 15, "gen_len": 50.0 + LAYERS[variant][1]},
             "record": record(variant, NASH_FACTS if variant.startswith("nash-") else None)}
 
@@ -386,27 +386,33 @@ def test_recommendation_under_budget_floor_both_and_neither():
     assert variant is None and "neither report.latency_budget_ms nor" in reason
     # a disturbed cell is never recommended: e6d3 disturbed -> the best within 50 ms is e3d3
     variant, reason = T.recommend(pareto_cells(disturbed={"e6d3"}), 50, None)
-    assert variant == "e3d3" and "1 disturbed left out" in reason
+    assert variant == "e3d3" and "1 disturbed or not evaluated left out" in reason
 
 
 def test_recommendation_from_the_report_settings(tmp_path, caplog, default_report):
     files = write_inputs(tmp_path, sizes=("small",), datasets=("cnndm",))
-    # small/cnndm eager, fixed, BS1: e6d6 100, e6d3 40, e3d6 90, e3d3 35, e6d1 20, nash 45 ms;
-    # R-2 20, 18, 17, 15, 12, 19. Budget 50 ms: best R-2 among e6d3, e3d3, e6d1, nash = nash.
+    # small/cnndm fixed BS1, eager: e6d6 100, e6d3 40, e3d6 90, e3d3 35, e6d1 20, nash 45 ms;
+    # compiled x (0.3 + 0.1 d/6): 40, 14, 36, 12.25, 6.33, 15.75 ms; R-2 20, 18, 17, 15, 12,
+    # 19 on both (compiled gives eager's tokens). One front over both engines; budget 16 ms:
+    # compiled e6d3, e3d3, e6d1, nash fit, the best R-2 is nash on compiled.
     with caplog.at_level("INFO", logger="asymprune.report"):
-        out = run_report(tmp_path, files, "--latency-budget-ms", "50")
+        out = run_report(tmp_path, files, "--latency-budget-ms", "16")
     rec = row(out / "tables/recommendation.csv", "nash-d3-uniform-l0s30", size="small",
-              dataset="cnndm", engine="eager")
-    assert rec["median ms"] == pytest.approx(45.0) and rec["retention (%)"] == pytest.approx(95)
-    assert "best R-2" in rec["reason"]
-    assert "recommendation for small/cnndm on cpu, eager engine: nash-d3-uniform-l0s30" \
+              dataset="cnndm", engine="compiled")
+    assert rec["median ms"] == pytest.approx(15.75) and rec["retention (%)"] == pytest.approx(95)
+    assert rec["reason"].startswith("nash-d3-uniform-l0s30 on compiled: 16 ms, R-2 retention "
+                                    "95 %; best R-2 of the 4 with median <= 16 ms")
+    assert "recommendation for small/cnndm on cpu: nash-d3-uniform-l0s30 on compiled" \
         in caplog.text
     pareto = pd.read_csv(out / "tables/pareto_small_cnndm.csv")
-    eager = pareto[pareto["engine"] == "eager"].set_index("variant")["on_front"]
-    # front: e6d1 (20 ms, 12), e3d3 (35, 15), e6d3 (40, 18), nash (45, 19), e6d6 (100, 20);
-    # e3d6 (90 ms, 17) is slower and worse than e6d3
-    assert dict(eager) == {"e6d1": True, "e3d3": True, "e6d3": True,
-                           "nash-d3-uniform-l0s30": True, "e3d6": False, "e6d6": True}
+    front = {(r["variant"], r["engine"]) for r in pareto.to_dict("records") if r["on_front"]}
+    # compiled e6d1 (6.33 ms, 12), e3d3 (12.25, 15), e6d3 (14, 18), nash (15.75, 19), e6d6
+    # (40, 20); compiled e3d6 (36, 17) is slower and worse than compiled e6d3, and every eager
+    # pair is dominated by its compiled twin (same R-2, faster)
+    assert front == {("e6d1", "compiled"), ("e3d3", "compiled"), ("e6d3", "compiled"),
+                     ("nash-d3-uniform-l0s30", "compiled"), ("e6d6", "compiled")}
+    e6d6 = pareto[(pareto["variant"] == "e6d6") & (pareto["engine"] == "compiled")].iloc[0]
+    assert e6d6["speedup vs e6d6 eager"] == pytest.approx(100 / 40)
     assert (out / "figures/pareto_small_cnndm.png").stat().st_size > 10_000
 
     # the settings block as the workflow passes it, quality floor 90 %: R-2 >= 18 -> e6d3
@@ -620,3 +626,27 @@ def test_nash_eval_without_its_record_is_an_error():
     nash["record"] = record("nash-d3-uniform-l0s30", dict(NASH_FACTS, reached_sparsity=30.5))
     with pytest.raises(ValueError, match=r"record.nash.reached_sparsity must be a fraction"):
         T.nash_tables(recs, T.eval_frame(recs))
+
+
+def test_quality_per_engine_and_precision_sits_next_to_the_main_evaluation():
+    ev = T.eval_frame([(f"{v}.json", eval_json("small", "cnndm", v)) for v in ("e6d6", "e6d3")])
+    # int8 by hand: e6d6 R-2 19.0 (95 % of 20.0), 9 of 10 documents as eager; e6d3 17.1 (85.5 %)
+    eng = T.engine_eval_frame([
+        (f"{v}-int8.json", {**eval_json("small", "cnndm", v), "engine": "ct2-int8",
+                            "metrics": {**eval_json("small", "cnndm", v)["metrics"],
+                                        "rouge2": r2}, "identical_share": share})
+        for v, r2, share in (("e6d6", 19.0, 0.9), ("e6d3", 17.1, 0.6))])
+    t = T.precision_tables(ev, eng)[("small", "cnndm")].set_index("variant")
+    assert t.loc["e6d6", "R-2 eager"] == 20.0 and t.loc["e6d6", "R-2 ct2-int8"] == 19.0
+    assert t.loc["e6d6", "retention ct2-int8 (%)"] == pytest.approx(95.0)
+    assert t.loc["e6d3", "retention eager (%)"] == pytest.approx(90.0)
+    assert t.loc["e6d3", "retention ct2-int8 (%)"] == pytest.approx(85.5)
+    assert t.loc["e6d3", "same as eager (%)"] == pytest.approx(60.0)
+    # quality of a pair: eager and compiled share the main evaluation, ct2-int8 has its own,
+    # ct2-float32 (timed, not evaluated) has none and cannot be on the front
+    q = T.quality_frame(ev, eng).set_index(["variant", "engine"])["R-2"]
+    assert q[("e6d3", "compiled")] == 18.0 and q[("e6d3", "ct2-int8")] == 17.1
+    assert ("e6d3", "ct2-float32") not in q.index
+    with pytest.raises(ValueError, match="scored twice"):
+        T.quality_frame(ev, T.engine_eval_frame([("x.json", {
+            **eval_json("small", "cnndm", "e6d6"), "identical_share": 1.0})]))

@@ -176,6 +176,10 @@ def test_a_failed_jobs_reason_is_on_the_console_with_the_default_profile(tmp_pat
 
 # The micro run's folders have spaces: every rule must quote every path it hands a shell.
 MICRO_RUN = dict(copy.deepcopy(MICRO), results_dir="my results", reports_dir="my reports")
+# every engine kind end to end: CTranslate2 exports, timed next to eager and compiled, int8
+# scored against the main evaluation
+MICRO_RUN["benchmark"]["engines"] = ["eager", "compiled", "ct2-float32"]
+MICRO_RUN["evaluate"]["engines"] = ["ct2-int8"]
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +203,13 @@ def test_micro_preset_end_to_end(micro_run):
     results = micro_run / "my results/micro"
     for variant in MICRO_MODELS:
         assert (results / f"eval/micro/news/{variant}.json").exists()
-        assert (results / f"bench/cpu/micro/news/{variant}.json").exists()
+        assert (results / f"ct2/micro/news/{variant}/model.bin").exists()
+        scored = json.loads((results / f"eval_engines/micro/news/{variant}/ct2-int8.json")
+                            .read_text())
+        assert scored["engine"] == "ct2-int8" and 0 <= scored["identical_share"] <= 1
+        bench = json.loads((results / f"bench/cpu/micro/news/{variant}.json").read_text())
+        assert {r["engine"] for r in bench["results"]} == {"eager", "compiled", "ct2-float32"}
+    assert (reports / "tables/precision_micro_news.csv").exists()
     rc, out = dry(micro_run, micro_run / "micro run.yaml")
     assert rc == 0 and "Nothing to be done" in out, out
 
@@ -225,6 +235,7 @@ def test_changing_an_evaluation_setting_reruns_evaluation_and_report_only(micro_
     assert rc == 0, out
     counts = job_counts(out)
     assert counts.pop("evaluate") == len(MICRO_MODELS)
+    assert counts.pop("evaluate_engine") == len(MICRO_MODELS)  # ct2-int8 with the same setting
     assert counts.pop("report") == 1
     counts.pop("all", None)
     assert counts == {}, counts
@@ -242,12 +253,12 @@ def _copy_of_the_code(tmp_path) -> tuple[Path, dict]:
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("evaluate.py", {"evaluate": 6, "report": 1}),
+    ("evaluate.py", {"evaluate": 6, "evaluate_engine": 6, "report": 1}),
     # pruning code: 3 pruned variants are pruned, re-fine-tuned, evaluated and benchmarked
     # again (the one benchmark job times all variants together); the teacher (e6d6), its data
     # and tokenizer are untouched
     ("prune_layers.py", {"prune_layers": 3, "refinetune": 3, "evaluate": 3, "benchmark": 1,
-                         "report": 1}),
+                         "ct2_export": 3, "evaluate_engine": 3, "report": 1}),
 ])
 def test_changing_a_stage_reruns_it_and_downstream_only(micro_run, tmp_path, module, expected):
     copy_root, env = _copy_of_the_code(tmp_path)

@@ -8,13 +8,16 @@ ratios it reports cannot be skewed by something that happened between two jobs:
                                  the exact FLAN-T5 architecture cut to each depth, random
                                  weights (seeded), no training: every variant's speedup for free
 
-Cells (each timed for every variant): protocol x mode x engine x batch size.
+Cells (each timed for every variant and engine): protocol x mode x batch size.
   fixed    min_new_tokens == max_new_tokens == new_tokens, asserted on every output: every
            variant decodes the same number of steps, so a latency ratio is an architecture ratio
   natural  EOS allowed, up to max_new_tokens (the paper's setting); the mean generated length is
            recorded, since a variant that stops earlier is faster for that reason alone
-  engines  eager (transformers generate, dynamic cache) and compiled (static cache and a
-           torch.compile'd decoding step, asymprune.engine; greedy only)
+  engines  eager (transformers generate, dynamic cache), compiled (static cache and a
+           torch.compile'd decoding step, asymprune.engine; greedy only) and ct2-<compute type>
+           (CTranslate2, asymprune.ct2: the model's export, --ct2-model VARIANT=DIR, or with
+           --arch an export made here; quantized to the compute type when loaded, with as many
+           threads as torch)
   protocol paper (greedy, the configured batch sizes) and, with nash_protocol, NASH's own
            setting: beam search 4, batch 32, natural length, eager (labelled "nash")
 
@@ -25,14 +28,18 @@ batch (round r takes documents r*b .. r*b+b-1), so natural mode at batch 1 avera
 studies: every row costs the encoder the same). ``--arch`` models get random tokens of exactly
 source_tokens (fixed mode only: random weights have no natural length).
 
-Timing: warm-up runs per variant first (the compiled engine compiles there), then ``runs``
-rounds; round r times every variant once, in an order rotated by r (variant i goes at position
-(i + r) mod V), so slow drift of the machine hits all variants alike. On CUDA the device is
+Timing: warm-up runs per (variant, engine) first (the compiled engine compiles there), then
+``runs`` rounds; round r times every (variant, engine) pair once, in an order rotated by r
+(pair i goes at position (i - r) mod P), so slow drift of the machine hits all variants and
+engines alike. Peak memory is recorded per (variant, engine): the most any one timed run added
+on top of what was resident before it (CUDA: torch's allocator, so not for CTranslate2, which
+allocates outside it; CPU: the process's resident set, VmHWM after glibc's malloc_trim and a
+reset through /proc/self/clear_refs; elsewhere a lower bound). On CUDA the device is
 synchronized before the clock starts and stops. A cell is flagged ``disturbed`` when the spread
 (max - min) / median of its runs' time per decoding step exceeds ``max_spread`` (natural mode
 stops each document after other lengths; see ``summarize``) or when other processes used more than
-``max_foreign_load`` of the machine's CPU time during its timed runs (/proc/stat minus this
-process); the report marks flagged cells and never plots them.
+``max_foreign_load`` of the CPU time of the CPUs this job may run on (``os.sched_getaffinity``;
+/proc/stat per CPU, minus this process); the report marks flagged cells and never plots them.
 
   python -m asymprune.benchmark --arch small --variants e6d6 e6d3 e6d1 --device cuda \\
       --output-dir bench_arch/cuda/small
@@ -45,12 +52,14 @@ process); the report marks flagged cells and never plots them.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import itertools
 import logging
 import os
 import platform
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +73,7 @@ from asymprune.flan_t5 import SIZES, flan_t5_config
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
                                 meta_model, resolve_device, weight_bytes)
-from asymprune.provenance import make_sidecar, write_json
+from asymprune.provenance import make_sidecar, read_json, write_json
 from asymprune.variants import parse, parse_depth, sort
 
 log = logging.getLogger("asymprune.benchmark")
@@ -109,6 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help='JSONL rows {"id", "source", "target"}; sources are tokenized with '
                           "the models' tokenizer (needs --model). Without it, inputs are random "
                           "tokens (fixed mode only)")
+    src.add_argument("--ct2-model", type=_variant_dir, action="append", default=[],
+                     metavar="VARIANT=DIR",
+                     help="with --model and a ct2-* engine: the variant's CTranslate2 export "
+                          "(python -m asymprune.ct2); repeat")
     run = p.add_argument_group("run")
     run.add_argument("--threads", type=int, default=0,
                      help="torch CPU threads (0 = leave torch's default); recorded either way")
@@ -135,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.size = args.arch
         if args.data_file is not None:
             p.error("--data-file needs --model (an --arch model has no tokenizer)")
+        if args.ct2_model:
+            p.error("--ct2-model goes with --model; --arch models are exported here")
         if args.dataset is not None:
             p.error("--dataset makes no sense with --arch (random weights, no data)")
         if not modes_given:
@@ -150,6 +165,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for v, path in args.model:
             if not (path / "config.json").is_file():
                 p.error(f"--model {v}={path}: no config.json there")
+        ct2_dirs = dict(args.ct2_model)
+        if any(e.startswith("ct2-") for e in args.engines):
+            missing = [v for v in names if v not in ct2_dirs]
+            if missing:
+                p.error(f"--engines {args.engines} has a ct2-* engine: give --ct2-model "
+                        f"VARIANT=DIR for {missing}")
+        elif ct2_dirs:
+            p.error("--ct2-model given, but --engines has no ct2-* engine")
+        for v, path in args.ct2_model:
+            if not (path / "model.bin").is_file():
+                p.error(f"--ct2-model {v}={path}: no model.bin there")
     if ("natural" in args.modes or args.nash_protocol) and args.data_file is None:
         p.error("natural mode and the NASH protocol need --data-file: when a model stops "
                 "depends on real inputs (and random weights have no natural length)")
@@ -280,44 +306,109 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def cpu_ticks() -> tuple[int, int] | None:
-    """(busy ticks of the whole machine, ticks of this process and its threads), or None where
-    /proc is missing. Busy = user + nice + system + irq + softirq + steal."""
+def usable_cpus() -> set[int]:
+    """The CPUs this process may run on (a SLURM job or taskset gets fewer than the machine)."""
+    return set(os.sched_getaffinity(0))
+
+
+def cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
+    """(busy ticks of ``cpus``, ticks of this process and its threads), or None where /proc is
+    missing. Busy = user + nice + system + irq + softirq + steal, summed over the "cpuN" lines
+    of /proc/stat for N in ``cpus``."""
     try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        stat = Path("/proc/stat").read_text()
         own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
     # fields after the ")" start at field 3 of proc(5): utime is field 14, stime 15
-    return user + nice + system + irq + softirq + steal, int(own[11]) + int(own[12])
+    return busy_ticks(stat, cpus), int(own[11]) + int(own[12])
+
+
+def busy_ticks(stat: str, cpus: set[int]) -> int:
+    """Busy ticks of ``cpus`` in the text of /proc/stat (its "cpuN" lines)."""
+    busy = 0
+    for line in stat.splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+        busy += user + nice + system + irq + softirq + steal
+    return busy
 
 
 # /proc/stat counts in ticks (USER_HZ, 100 per second): a window shorter than this many ticks
-# of machine time (e.g. 0.5 s on 2 CPUs = 100) cannot tell 10 % of foreign load from rounding
+# of CPU time (e.g. 0.5 s on 2 CPUs = 100) cannot tell 10 % of foreign load from rounding
 MIN_LOAD_TICKS = 100
 
 
 def foreign_load(before: tuple[int, int] | None, after: tuple[int, int] | None,
-                 wall_s: float) -> float | None:
-    """Share of the machine's CPU time that other processes used in a window:
-    (busy ticks of all CPUs - this process's ticks) / (wall x CPUs x ticks per second).
-    None where /proc is missing or the window is too short to tell."""
+                 wall_s: float, n_cpus: int) -> float | None:
+    """Share of the CPU time of the ``n_cpus`` CPUs this job may use that other processes used
+    in a window: (busy ticks of those CPUs - this process's ticks) / (wall x n_cpus x ticks per
+    second). None where /proc is missing or the window is too short to tell."""
     if before is None or after is None:
         return None
     hz = os.sysconf("SC_CLK_TCK")
-    capacity = wall_s * (os.cpu_count() or 1) * hz
+    capacity = wall_s * n_cpus * hz
     if capacity < MIN_LOAD_TICKS:
         return None
     other = (after[0] - before[0]) - (after[1] - before[1])
     return min(1.0, max(0.0, other / capacity))
 
 
+def _status_bytes(field: str) -> int | None:
+    """A "kB" line of /proc/self/status (VmRSS, VmHWM) in bytes; None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _malloc_trim() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``): otherwise a
+    run's buffers reuse pages an earlier run left resident and its peak does not show."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the peak is then a lower bound, as the docstring of the module says
+
+
+def reset_peak_rss() -> int | None:
+    """Reset the process's peak resident set (VmHWM) to its current size (writing 5 to
+    /proc/self/clear_refs, Linux >= 4.0) and return that size; None where it cannot."""
+    _malloc_trim()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return _status_bytes("VmRSS")
+
+
+def memory_before(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    return reset_peak_rss()
+
+
+def memory_added(device: torch.device, engine: str, before: int | None) -> float | None:
+    """MiB one run added at its peak on top of ``before`` (``memory_before``); None where it
+    cannot be known: CTranslate2 on CUDA allocates outside torch's allocator."""
+    if before is None or (device.type == "cuda" and engine.startswith("ct2-")):
+        return None
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else _status_bytes("VmHWM"))
+    return None if peak is None else max(0, peak - before) / 2**20
+
+
 @dataclass
 class Cell:
     protocol: str        # paper | nash
     mode: str            # fixed | natural
-    engine: str          # eager | compiled
+    engines: tuple[str, ...]  # timed interleaved: every (variant, engine) once per round
     batch_size: int
     num_beams: int
 
@@ -333,10 +424,10 @@ class Cell:
 
 
 def cells(args) -> list[Cell]:
-    out = [Cell("paper", mode, engine, bs, 1)
-           for mode in args.modes for engine in args.engines for bs in args.batch_sizes]
+    out = [Cell("paper", mode, tuple(args.engines), bs, 1)
+           for mode in args.modes for bs in args.batch_sizes]
     if args.nash_protocol:
-        out.append(Cell("nash", "natural", "eager", NASH_BATCH, NASH_BEAMS))
+        out.append(Cell("nash", "natural", ("eager",), NASH_BATCH, NASH_BEAMS))
     return out
 
 
@@ -372,61 +463,71 @@ def summarize(times_ms: list[float], counts: list[int], steps: list[int],
     }
 
 
-def time_cell(models: dict, cell: Cell, batches: list, args, eos_id: int,
-              device: torch.device) -> dict[str, dict]:
-    """Warm-up, then ``runs`` interleaved rounds over the variants; stats per variant."""
-    gen_kwargs = cell.gen_kwargs(args)
-    variants = list(models)
+def time_cell(decoders: dict[tuple[str, str], object], cell: Cell, batches: list, args,
+              eos_id: int, device: torch.device) -> dict[tuple[str, str], dict]:
+    """Warm-up, then ``runs`` rounds, each timing every (variant, engine) of ``decoders``
+    whose engine is one of the cell's, in an order rotated by the round; stats per pair.
 
-    def run_once(variant, batch):
+    ``decoders[(variant, engine)]`` is what ``generate_with(engine, ...)`` decodes with: the
+    torch model for eager and compiled, a loaded ``asymprune.ct2.Ct2Model`` for ct2-*.
+    """
+    gen_kwargs = cell.gen_kwargs(args)
+    pairs = [key for key in decoders if key[1] in cell.engines]
+
+    def run_once(pair, batch):
         ids, mask = batch
         _sync(device)
+        mem = memory_before(device)
         t0 = time.perf_counter()
-        out = generate_with(cell.engine, models[variant], ids, mask, **gen_kwargs)
+        out = generate_with(pair[1], decoders[pair], ids, mask, **gen_kwargs)
         _sync(device)
         elapsed = (time.perf_counter() - t0) * 1000.0
+        added = memory_added(device, pair[1], mem)
         counts = new_token_counts(out, eos_id)
         if cell.mode == "fixed" and (out.shape[1] - 1 != args.new_tokens
                                      or any(c != args.new_tokens for c in counts)):
-            raise AssertionError(f"fixed mode: expected exactly {args.new_tokens} new tokens "
-                                 f"per row, got width {out.shape[1] - 1} and per-row {counts}")
-        return elapsed, counts
+            raise AssertionError(f"fixed mode, {pair[1]}: expected exactly {args.new_tokens} "
+                                 f"new tokens per row, got width {out.shape[1] - 1} and per-row "
+                                 f"{counts}")
+        return elapsed, counts, added
 
     gc.collect()
     # The compiled engine compiles once per input shape: warm every distinct shape up, so that
     # no compilation lands in a timed run.
     shapes = {tuple(b[0].shape): b for b in batches}
     warm = [batches[i % len(batches)] for i in range(args.warmup)]
-    if cell.engine == "compiled":
-        warm += list(shapes.values())
-    for variant in variants:
-        for batch in warm:
-            run_once(variant, batch)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    for pair in pairs:
+        for batch in warm + (list(shapes.values()) if pair[1] == "compiled" else []):
+            run_once(pair, batch)
 
-    times = {v: [] for v in variants}
-    counts = {v: [] for v in variants}
-    steps = {v: [] for v in variants}
+    times = {p: [] for p in pairs}
+    counts = {p: [] for p in pairs}
+    steps = {p: [] for p in pairs}
+    peaks = {p: [] for p in pairs}
     load_before = os.getloadavg()[0]
-    before, t0 = cpu_ticks(), time.perf_counter()
+    cpus = usable_cpus()
+    before, t0 = cpu_ticks(cpus), time.perf_counter()
     for r in range(args.runs):
         batch = batches[r % len(batches)]
-        k = r % len(variants)
-        for variant in variants[k:] + variants[:k]:  # rotated: variant i at (i - r) mod V
-            elapsed, row_counts = run_once(variant, batch)
-            times[variant].append(elapsed)
-            counts[variant].extend(row_counts)
+        k = r % len(pairs)
+        for pair in pairs[k:] + pairs[:k]:  # rotated: pair i at (i - r) mod P
+            elapsed, row_counts, added = run_once(pair, batch)
+            times[pair].append(elapsed)
+            counts[pair].extend(row_counts)
             # the steps the batch paid for: its longest row (generation stops after the last
             # row's EOS or at the length limit, and the output is that wide)
-            steps[variant].append(max(row_counts))
-    foreign = foreign_load(before, cpu_ticks(), time.perf_counter() - t0)
+            steps[pair].append(max(row_counts))
+            peaks[pair].append(added)
+    foreign = foreign_load(before, cpu_ticks(cpus), time.perf_counter() - t0, len(cpus))
     stats = {}
-    for variant in variants:
-        stats[variant] = summarize(times[variant], counts[variant], steps[variant], foreign,
-                                   load_before, args)
-        stats[variant]["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
-                                            if device.type == "cuda" else None)
+    for pair in pairs:
+        stats[pair] = summarize(times[pair], counts[pair], steps[pair], foreign, load_before,
+                                args)
+        known = [m for m in peaks[pair] if m is not None]
+        # the most one timed run of this variant and engine added on top of what was resident
+        stats[pair]["peak_memory_mb"] = max(known) if known else None
+        stats[pair]["peak_memory_of"] = (None if not known else "cuda_allocated"
+                                         if device.type == "cuda" else "rss")
     return stats
 
 
@@ -453,6 +554,56 @@ def check_fits(need: dict[str, int], free: int, what: str, dtype: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # the stage
+
+
+def load_decoders(models: dict, args, device: torch.device
+                  ) -> tuple[dict[tuple[str, str], object], dict[str, dict]]:
+    """What each (variant, engine) decodes with, every one resident at once, and per variant
+    what its CTranslate2 export padded. ``--arch`` models are exported here (with an
+    ``IdVocabulary``: they have no tokenizer); ``--model`` variants use ``--ct2-model``."""
+    engines = list(dict.fromkeys(args.engines + (["eager"] if args.nash_protocol else [])))
+    decoders: dict[tuple[str, str], object] = {}
+    info: dict[str, dict] = {}
+    ct2_engines = [e for e in engines if e.startswith("ct2-")]
+    if ct2_engines:
+        from asymprune import ct2
+
+        ct2_dirs = dict(args.ct2_model)
+        with tempfile.TemporaryDirectory() as tmp:
+            for v, model in models.items():
+                if args.arch is not None:
+                    folder = Path(tmp) / v
+                    info[v] = ct2.export_model(model, ct2.IdVocabulary(model.config.vocab_size),
+                                               folder)
+                else:
+                    folder = ct2_dirs[v]
+                    side = read_json(folder / "sidecar.json")
+                    info[v] = {k: side.get(k) for k in ("padded_heads", "padded_ffn_units",
+                                                        "ctranslate2")}
+                for e in ct2_engines:
+                    # loaded into memory here: the temporary export may go afterwards
+                    decoders[(v, e)] = ct2.Ct2Model(folder, ct2.compute_type(e), device.type,
+                                                    torch.get_num_threads())
+    for v, model in models.items():
+        for e in engines:
+            if not e.startswith("ct2-"):
+                decoders[(v, e)] = model
+    # variant-major, engines in the order given: the first round's order
+    order = {e: i for i, e in enumerate(engines)}
+    return dict(sorted(decoders.items(), key=lambda kv: (list(models).index(kv[0][0]),
+                                                         order[kv[0][1]]))), info
+
+
+def print_cell(cell: Cell, stats: dict[tuple[str, str], dict]) -> None:
+    """One line per (variant, engine): median ms and the ratio to the variant's eager time."""
+    for (v, engine), s in stats.items():
+        eager = stats.get((v, "eager"))
+        ratio = f" {eager['median_ms'] / s['median_ms']:.2f}x eager" if eager else ""
+        mem = (f", peak +{s['peak_memory_mb']:.0f} MiB" if s["peak_memory_mb"] is not None
+               else "")
+        log.info("%s %s bs=%d %s %s: median %.1f ms%s (spread %.2f%s)%s", cell.protocol,
+                 cell.mode, cell.batch_size, v, engine, s["median_ms"], ratio, s["spread"],
+                 mem, " DISTURBED: " + "; ".join(s["disturbed_why"]) if s["disturbed"] else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,20 +654,19 @@ def main(argv: list[str] | None = None) -> int:
                                  max(args.batch_sizes) * args.runs, args.seed, eos_id)
         inputs = "random"
 
+    decoders, ct2_info = load_decoders(models, args, device)
     results = {v: [] for v in models}
     for cell in cells(args):
         # one batch per timed round: `runs` different groups of documents per batch size
         batches = make_batches(sources, cell.batch_size, args.runs, pad_id, device)
         source_tokens_mean = statistics.fmean(float(m.sum()) / m.shape[0] for _, m in batches)
-        stats = time_cell(models, cell, batches, args, eos_id, device)
-        for v, s in stats.items():
-            log.info("%s %s %s bs=%d %s: median %.1f ms (spread %.2f)%s", cell.protocol,
-                     cell.mode, cell.engine, cell.batch_size, v, s["median_ms"], s["spread"],
-                     " DISTURBED: " + "; ".join(s["disturbed_why"]) if s["disturbed"] else "")
+        stats = time_cell(decoders, cell, batches, args, eos_id, device)
+        for (v, engine), s in stats.items():
             results[v].append({"protocol": cell.protocol, "mode": cell.mode,
-                               "engine": cell.engine, "inputs": inputs,
+                               "engine": engine, "inputs": inputs,
                                "batch_size": cell.batch_size, "num_beams": cell.num_beams,
                                "source_tokens_mean": source_tokens_mean, **s})
+        print_cell(cell, stats)
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     wall = time.time() - start
@@ -538,6 +688,9 @@ def main(argv: list[str] | None = None) -> int:
             torch_threads=torch.get_num_threads(),
             load_avg_1m_end=os.getloadavg()[0],
             params=count_parameters(model),
+            # what each CTranslate2 export padded back to full width (NASH encoders): padded
+            # heads keep their compute on ct2-* engines
+            ct2_export=ct2_info.get(v),
             encoder_layers=cfg.num_layers,
             decoder_layers=cfg.num_decoder_layers,
             results=results[v],

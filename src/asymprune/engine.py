@@ -27,6 +27,8 @@ only ever run through its own eager forward, so its per-layer head counts need n
 
 from __future__ import annotations
 
+import copy
+import itertools
 import weakref
 from typing import Any
 
@@ -36,19 +38,22 @@ from torch import nn
 
 from asymprune import generation
 
-ENGINES: tuple[str, ...] = ("eager", "compiled")
+from asymprune.settings import ENGINES  # eager, compiled, ct2-<compute type>
 
-# Generation-config settings that add a logits processor or a stopping criterion to HF's
-# greedy loop, with their neutral value. The compiled step implements none of them, so a model
-# whose generation_config sets one must not be decoded here (the tokens would differ).
-_NEUTRAL_SETTINGS: dict[str, Any] = {
-    "min_length": 0, "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None,
-    "forced_bos_token_id": None, "forced_eos_token_id": None, "suppress_tokens": None,
-    "begin_suppress_tokens": None, "sequence_bias": None,
-    "exponential_decay_length_penalty": None, "guidance_scale": 1.0, "max_time": None,
-    "stop_strings": None, "watermarking_config": None,
-}
+# The logits processors of HF's greedy loop that the compiled step implements: EOS banned
+# until min_new_tokens tokens exist. transformers itself says which processors a model's
+# generation_config adds (``_hf_processors``); any other one makes the compiled engine refuse
+# the model, since its tokens would differ from eager's.
+_IMPLEMENTED_PROCESSORS = frozenset({"MinNewTokensLengthLogitsProcessor"})
+# Stopping criteria beyond max_new_tokens and EOS (not logits processors), with their neutral
+# value: the compiled step has none of them either.
+_NEUTRAL_STOPPING: dict[str, Any] = {"max_time": None, "stop_strings": None}
+
+# Bytes of static buffers (KV caches, cross-attention K/V, outputs) the cached runners may hold
+# over all models together; the least recently used runner goes first beyond it. FLAN-T5-large
+# at batch 16, 1024 source and 256 new tokens holds 24 layers x 16 x (2 x 1024 + 2 x 256) x
+# 1024 x 4 bytes = 4 GiB: 8 GiB keeps two such shapes, or every shape of a CPU benchmark.
+RUNNER_CACHE_BYTES = 8 * 2**30
 
 # Each (decoder structure, shape) compiles one entry on the code object of _DecodeStep.forward,
 # which every runner shares. dynamo's default limit is 8 entries per code object (256 over all
@@ -73,10 +78,18 @@ def generate_with(engine: str, model, input_ids: torch.Tensor,
     """Generate with ``engine`` (one of ``ENGINES``); kwargs as for ``generation.generate``.
 
     ``compiled`` is greedy only: ``num_beams`` must be 1 and ``do_sample`` False; it takes
-    ``max_new_tokens`` (required) and ``min_new_tokens``.
+    ``max_new_tokens`` (required) and ``min_new_tokens``. ``ct2-<type>``: ``model`` is an
+    ``asymprune.ct2.Ct2Model`` loaded at that compute type (``asymprune.ct2.generate_ct2``).
     """
     if engine == "eager":
         return generation.generate(model, input_ids, attention_mask, **kw)
+    if engine.startswith("ct2-"):
+        from asymprune import ct2
+
+        if not isinstance(model, ct2.Ct2Model) or model.compute_type != ct2.compute_type(engine):
+            raise ValueError(f"engine {engine} needs an asymprune.ct2.Ct2Model loaded with "
+                             f"compute_type {ct2.compute_type(engine)!r}, got {model!r}")
+        return ct2.generate_ct2(model, input_ids, attention_mask, **kw)
     if engine != "compiled":
         raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
     num_beams = kw.pop("num_beams", 1)
@@ -96,9 +109,25 @@ def generate_with(engine: str, model, input_ids: torch.Tensor,
     return generate_compiled(model, input_ids, attention_mask, **kw)
 
 
+def _hf_processors(model, input_ids: torch.Tensor, max_new_tokens: int,
+                   min_new_tokens: int | None) -> tuple[list[str], int]:
+    """The logits processors transformers would build for greedy decoding of this model with
+    these arguments (class names), and the min_new_tokens it would apply (the argument, else
+    the model's generation_config, else 0)."""
+    gc = copy.deepcopy(model.generation_config)
+    gc.update(max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
+              **({} if min_new_tokens is None else {"min_new_tokens": min_new_tokens}))
+    # sets the EOS tensors the min-length processors need, as generate() does
+    model._prepare_special_tokens(gc, True, device=input_ids.device)
+    processors = model._get_logits_processor(generation_config=gc, input_ids_seq_length=1,
+                                             encoder_input_ids=input_ids,
+                                             device=input_ids.device)
+    return [type(p).__name__ for p in processors], int(gc.min_new_tokens or 0)
+
+
 @torch.inference_mode()
 def generate_compiled(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
-                      max_new_tokens: int, min_new_tokens: int = 0,
+                      max_new_tokens: int, min_new_tokens: int | None = None,
                       sync_every: int | None = None) -> torch.Tensor:
     """Greedy generation, token-identical to ``generation.generate(..., num_beams=1)``.
 
@@ -121,8 +150,15 @@ def generate_compiled(model, input_ids: torch.Tensor, attention_mask: torch.Tens
                          "compiled decoding differ")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if min_new_tokens < 0:
+    if min_new_tokens is not None and min_new_tokens < 0:
         raise ValueError(f"min_new_tokens must be >= 0, got {min_new_tokens}")
+    processors, min_new_tokens = _hf_processors(model, input_ids, max_new_tokens, min_new_tokens)
+    missing = sorted(set(processors) - _IMPLEMENTED_PROCESSORS)
+    if missing:
+        raise ValueError(f"the compiled engine implements plain greedy decoding with "
+                         f"min_new_tokens only; transformers would add {missing} for this "
+                         f"model's generation_config ({model.generation_config.to_diff_dict()})"
+                         f": decode it with --engine eager")
     device = input_ids.device
     if sync_every is None:
         sync_every = 1 if device.type == "cpu" else 8
@@ -138,24 +174,36 @@ def generate_compiled(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     enc = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     runner.reset(enc, attention_mask, min_new_tokens)
     state = runner.state
-    with torch._dynamo.config.patch(**_DYNAMO_PATCH):
+    with torch._dynamo.config.patch(**_dynamo_patch()):
         for t in range(max_new_tokens):
             runner.compiled()
             if (t + 1) % sync_every == 0 and bool(state.finished.all()):
                 break
+    if runner.cuda and not runner.graphs_checked:
+        runner.check_cuda_graphs()
     # n_done counts the steps HF would have run: those that began with a row still unfinished.
     n_done = int(state.n_done)
     return state.out[:, :1 + n_done].clone()  # out is reused by the next call
 
 
+def _dynamo_patch(config=None) -> dict[str, Any]:
+    """``_DYNAMO_PATCH``, or a clear error on a torch without those settings (before 2.7)."""
+    config = torch._dynamo.config if config is None else config
+    missing = [k for k in _DYNAMO_PATCH if not hasattr(config, k)]
+    if missing:
+        raise RuntimeError(f"the compiled engine needs torch >= 2.7 (dynamo settings "
+                           f"{missing}); this is torch {torch.__version__}")
+    return _DYNAMO_PATCH
+
+
 def _special_tokens(model) -> dict[str, Any]:
     """decoder start, pad and EOS ids resolved as HF ``generate`` does, and a check that the
-    generation config adds nothing the compiled step leaves out."""
+    generation config sets no stopping criterion the compiled step leaves out."""
     gc, cfg = model.generation_config, model.config
-    active = {name: getattr(gc, name) for name, neutral in _NEUTRAL_SETTINGS.items()
+    active = {name: getattr(gc, name) for name, neutral in _NEUTRAL_STOPPING.items()
               if getattr(gc, name, None) not in (None, neutral)}
     if active:
-        raise ValueError(f"the compiled engine implements plain greedy decoding only; this "
+        raise ValueError(f"the compiled engine stops at EOS and max_new_tokens only; this "
                          f"model's generation_config sets {active}")
 
     def first(*values):
@@ -296,8 +344,17 @@ class _Runner:
     """A compiled step and its state for one (model structure, shape) key."""
 
     def __init__(self, model, batch, src_cap, max_new, tokens):
+        from torch._dynamo.utils import counters
+
         self.state = _DecodeStep(model, batch, src_cap, max_new, tokens)
+        # the static buffers this runner owns (not the model's weights it refers to)
+        self.nbytes = (sum(b.nbytes for b in self.state.buffers(recurse=False))
+                       + sum(b.nbytes for c in self.state.caches for b in c.buffers()))
+        self.last_used = 0
         cuda = self.state.out.device.type == "cuda"
+        self.cuda, self.graphs_checked, self.cuda_graphs = cuda, False, None
+        # inductor counts every function it could not turn into a CUDA graph
+        self._skips_before = counters["inductor"]["cudagraph_skips"]
         if cuda:
             # CUDA graphs bake buffer addresses into the graph and only allow in-place
             # mutation of inputs whose address is static: the state is allocated once per key
@@ -307,6 +364,17 @@ class _Runner:
         # fullgraph: a graph break raises instead of silently running part of the step eagerly
         self.compiled = torch.compile(self.state, fullgraph=True, dynamic=False,
                                       mode="reduce-overhead" if cuda else None)
+
+    def check_cuda_graphs(self) -> None:
+        """After the first call on CUDA: the step must have become a CUDA graph. inductor
+        only logs a warning when it skips one (a CPU tensor, a dynamic shape, a mutated input
+        without a static address), and each step would then launch its ~20 kernels per layer
+        one by one; this makes that an error and records the proof (``cuda_graphs``)."""
+        from torch._dynamo.utils import counters
+
+        skipped = counters["inductor"]["cudagraph_skips"] - self._skips_before
+        self.graphs_checked = True
+        self.cuda_graphs = check_cuda_graphs(skipped, cudagraph_functions(self.state.out.device))
 
     def reset(self, enc: torch.Tensor, attention_mask: torch.Tensor, min_new: int) -> None:
         """Load one batch: cross-attention K/V of its encoder output into the first
@@ -336,9 +404,37 @@ class _Runner:
         s.n_done.zero_()
 
 
+def cudagraph_functions(device: torch.device) -> int | None:
+    """How many functions inductor's CUDA-graph tree manager of ``device`` holds (each one
+    recorded as a graph), or None where this torch keeps it elsewhere."""
+    try:
+        from torch._inductor import cudagraph_trees
+
+        manager = cudagraph_trees.get_container(device.index or 0).tree_manager
+        return 0 if manager is None else len(manager.ids_to_funcs)
+    except (ImportError, AttributeError):
+        return None
+
+
+def check_cuda_graphs(skipped: int, functions: int | None) -> bool:
+    """True when inductor skipped no CUDA graph and (where torch says) holds at least one;
+    a RuntimeError otherwise."""
+    if skipped or functions == 0:
+        raise RuntimeError(f"the compiled step was not captured as a CUDA graph (inductor "
+                           f"skipped {skipped} graph(s); graph functions held: {functions}); "
+                           f"every decoding step would launch its kernels one by one. Run "
+                           f"with TORCH_LOGS=perf_hints to see why")
+    return True
+
+
 # model -> {key: _Runner}; weak so a dropped model frees its buffers and compiled step.
 _RUNNERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Runner]]" = (
     weakref.WeakKeyDictionary())
+_USES = itertools.count(1)
+
+
+def cached_runner_bytes() -> int:
+    return sum(r.nbytes for per in _RUNNERS.values() for r in per.values())
 
 
 def _runner(model, batch: int, src_cap: int, max_new: int, tokens: dict[str, Any]) -> _Runner:
@@ -349,6 +445,26 @@ def _runner(model, batch: int, src_cap: int, max_new: int, tokens: dict[str, Any
     key = (structure, batch, src_cap, max_new, param.device, param.dtype,
            tokens["start"], tokens["pad"], tokens["eos"])
     per_model = _RUNNERS.setdefault(model, {})
+    # The model changed under us (blocks replaced): runners of its old structure can never be
+    # used again, and hold references to the old blocks. Free them.
+    for stale in [k for k in per_model if k[0] != structure]:
+        del per_model[stale]
     if key not in per_model:
         per_model[key] = _Runner(model, batch, src_cap, max_new, tokens)
+        _evict(keep=per_model[key])
+    per_model[key].last_used = next(_USES)
     return per_model[key]
+
+
+def _evict(keep: _Runner, limit: int | None = None) -> None:
+    """Drop the least recently used runners (of any model) until the cache holds at most
+    ``limit`` bytes (``RUNNER_CACHE_BYTES``); the runner about to be used stays."""
+    limit = RUNNER_CACHE_BYTES if limit is None else limit
+    entries = [(r.last_used, id(r), per, k) for per in _RUNNERS.values()
+               for k, r in per.items() if r is not keep]
+    total = cached_runner_bytes()
+    for _, _, per, k in sorted(entries, key=lambda e: e[:2]):
+        if total <= limit:
+            break
+        total -= per[k].nbytes
+        del per[k]

@@ -8,7 +8,11 @@ Rows are ``{"id", "source", "target"}`` (``source`` already carries the task pre
 goes through ``asymprune.engine.generate_with``: ``--engine eager`` is
 ``asymprune.generation.generate`` (greedy by default; encoder-shallower variants such as e1d6
 work), ``--engine compiled`` the static-cache compiled greedy decoder, token for token the
-same. Metrics follow HF ``run_summarization``: ROUGE F x 100 from
+same; ``--engine ct2-<compute type>`` decodes the model's CTranslate2 export (``--ct2-model``,
+written by ``asymprune.ct2``) quantized to that type when loaded. With
+``--reference-predictions`` (the main evaluation's predictions of the same model), the sidecar
+also records ``identical_share``: the share of documents whose prediction equals the reference
+one, e.g. how many outputs int8 changes. Metrics follow HF ``run_summarization``: ROUGE F x 100 from
 ``asymprune.rouge`` and ``gen_len`` = mean count of non-pad tokens in each generated
 continuation (EOS included, the decoder start token not).
 """
@@ -36,7 +40,7 @@ COLUMNS = ("id", "source", "target")
 RESERVED = frozenset({"stage", "created", "args", "code_version", "versions", "device", "samples",
                       "wall_time_s", "metrics", "generation_time_s", "model_layers",
                       "parameters", "generation_config", "model_sidecar", "engine",
-                      "record", "metrics_ci95"})
+                      "record", "metrics_ci95", "identical_share"})
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -64,12 +68,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     io.add_argument("--tag", action="append", default=[], type=_tag, metavar="KEY=VALUE",
                     help="label copied to the top level of --output, repeatable; the workflow "
                          "passes size, dataset and variant, which the report groups by")
+    io.add_argument("--ct2-model", type=Path,
+                    help="the model's CTranslate2 folder (asymprune.ct2); needed by a ct2-* "
+                         "engine")
+    io.add_argument("--reference-predictions", type=Path,
+                    help="predictions JSONL of the same model by another engine (the main "
+                         "evaluation): record the share of documents predicted identically")
     dev = p.add_argument_group("device")
     dev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto = cuda when available, else cpu (default: %(default)s)")
     settings.add_arguments(p, settings.Evaluate)
     args = p.parse_args(argv)
     settings.resolve(settings.Evaluate, args, p)
+    if args.engine.startswith("ct2-") != (args.ct2_model is not None):
+        p.error("--ct2-model goes with a ct2-* --engine, and a ct2-* engine needs it")
+    if args.ct2_model is not None and not (args.ct2_model / "model.bin").is_file():
+        p.error(f"--ct2-model {args.ct2_model}: no model.bin there (export it with "
+                f"python -m asymprune.ct2)")
     keys = [k for k, _ in args.tag]
     if len(set(keys)) != len(keys):
         p.error(f"--tag: a key is given twice in {keys}")
@@ -127,6 +142,16 @@ def summarize(model, tokenizer, sources: list[str], *, batch_size: int, max_sour
     return predictions, gen_lens  # type: ignore[return-value]
 
 
+def identical_share(predictions: list[str], rows: list[dict], reference: Path) -> float:
+    """Share of documents whose prediction equals the reference engine's, matched by id."""
+    ref = {r["id"]: r["prediction"] for r in read_jsonl(reference)}
+    missing = [r["id"] for r in rows if r["id"] not in ref]
+    if missing:
+        raise ValueError(f"--reference-predictions {reference} lacks {len(missing)} of the "
+                         f"{len(rows)} documents (first: {missing[0]!r})")
+    return sum(p == ref[r["id"]] for p, r in zip(predictions, rows)) / len(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.time()
@@ -134,10 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     model = load_model(args.model, dtype=args.dtype).to(device).eval()
     tokenizer = load_tokenizer(args.model)
+    decoder = model
+    if args.engine.startswith("ct2-"):
+        from asymprune import ct2
+
+        decoder = ct2.Ct2Model(args.ct2_model, ct2.compute_type(args.engine), device.type,
+                               torch.get_num_threads())
 
     t_gen = time.time()
     predictions, gen_lens = summarize(
-        model, tokenizer, [r["source"] for r in rows], batch_size=args.batch_size,
+        decoder, tokenizer, [r["source"] for r in rows], batch_size=args.batch_size,
         max_source_length=args.max_source_length, max_new_tokens=args.max_new_tokens,
         num_beams=args.num_beams, device=device, engine=args.engine)
     generation_time_s = time.time() - t_gen
@@ -163,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics=metrics,
         metrics_ci95=ci95,
         engine=args.engine,
+        identical_share=(identical_share(predictions, rows, args.reference_predictions)
+                         if args.reference_predictions is not None else None),
         generation_time_s=generation_time_s,
         model_layers={"encoder": len(model.encoder.block), "decoder": len(model.decoder.block)},
         parameters=count_parameters(model),

@@ -29,7 +29,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 METADATA_ONLY = frozenset({"asymprune.provenance"})
 
 LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "rouge-score",
-             "pysbd", "snakemake", "pandas", "matplotlib")
+             "pysbd", "snakemake", "pandas", "matplotlib", "ctranslate2")
 
 
 def _module_path(module: str, package_dir: Path) -> Path | None:

@@ -59,7 +59,7 @@ from asymprune.provenance import make_sidecar, read_json, write_json
 
 log = logging.getLogger("asymprune.report")
 
-TABLE_PREFIXES = ("retention_", "detail_", "nash_", "speed_", "speedup_summary_",
+TABLE_PREFIXES = ("retention_", "detail_", "nash_", "speed_", "speedup_summary_", "precision_",
                   "speedup_by_engine_", "compiled_vs_eager_", "arch_speed_", "benchmark_cells",
                   "pareto_", "recommendation")
 TABLE_SUFFIXES = (".csv", ".md", ".html")
@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--eval", nargs="*", type=Path, default=[],
                    help="eval JSON sidecars (metrics + size/dataset/variant)")
+    p.add_argument("--eval-engines", nargs="*", type=Path, default=[],
+                   help="eval JSON sidecars of further engines (evaluate.engines: ROUGE, "
+                        "generation length, identical_share)")
     p.add_argument("--bench", nargs="*", type=Path, default=[],
                    help="benchmark JSON sidecars of trained models (needs --eval for impact)")
     p.add_argument("--bench-arch", nargs="*", type=Path, default=[],
@@ -100,7 +103,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("nothing to report: give --eval files and/or --bench-arch files")
     if args.bench and not args.eval:
         p.error("--bench needs --eval: the speed tables show each variant's R-2 impact")
-    for flag, files in (("--eval", args.eval), ("--bench", args.bench),
+    if args.eval_engines and not args.eval:
+        p.error("--eval-engines needs --eval: retention is relative to the main evaluation")
+    for flag, files in (("--eval", args.eval), ("--eval-engines", args.eval_engines),
+                        ("--bench", args.bench),
                         ("--bench-arch", args.bench_arch)):
         for f in files:
             if not f.is_file():
@@ -409,47 +415,57 @@ def figure5(sp: pd.DataFrame, title: str, panels: list[tuple[str, str | None]], 
     return fig
 
 
-def pareto_figure(table: pd.DataFrame, title: str, recommended: dict[tuple[str, str], str | None],
-                  budget_ms: float | None, floor_r2: float | None, baseline: str):
-    """R-2 vs median latency, one panel per device and engine: every undisturbed variant, the
-    Pareto front as a staircase (at a latency between two front points the best R-2 one can
-    have is the faster point's), the recommended variant ringed, the budget and the floor
+ENGINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")
+
+
+def pareto_figure(table: pd.DataFrame, title: str,
+                  recommended: dict[str, tuple[str, str]], budget_ms: float | None,
+                  floor_r2: float | None, baseline: str):
+    """R-2 vs median latency, one panel per device, every (variant, engine) that is
+    undisturbed and scored: a marker per engine, a colour per variant, the one Pareto front
+    over all of them as a staircase (at a latency between two front points the best R-2 one
+    can have is the faster point's), the recommended pair ringed, the budget and the floor
     (in R-2: floor % x the baseline's R-2) as lines."""
     from matplotlib.lines import Line2D
 
     plt = _pyplot()
-    points, n_out = plotted_points(table, "disturbed")
+    scored = table[table["R-2"].notna()]
+    points, n_out = plotted_points(scored, "disturbed")
+    n_unscored = len(table) - len(scored)
     engines = T.sort_engines(table["engine"])
-    panels = sorted(table[["device", "engine"]].drop_duplicates().itertuples(index=False),
-                    key=lambda p: (p[0], engines.index(p[1])))
-    fig, axes = _grid(plt, 1, len(panels), panel_height=4.4)
+    markers = {e: ENGINE_MARKERS[i % len(ENGINE_MARKERS)] for i, e in enumerate(engines)}
+    devices = sorted(table["device"].unique())
+    fig, axes = _grid(plt, 1, len(devices), panel_height=4.8)
     colors = variant_colors(list(table["variant"]), baseline)
     labelled = []
-    for ax, (device, engine) in zip(axes[0], panels):
-        d = points[(points["device"] == device) & (points["engine"] == engine)]
+    for ax, device in zip(axes[0], devices):
+        d = points[points["device"] == device]
         if d.empty:
             ax.set_axis_off()
             continue
         labels = []
         for row in d.to_dict("records"):
-            group = T.variant_group(row["variant"], baseline)
             xy = (row["median ms"], row["R-2"])
-            ax.scatter(*xy, color=colors[row["variant"]], marker=GROUP_STYLE[group][1],
+            ax.scatter(*xy, color=colors[row["variant"]], marker=markers[row["engine"]],
                        s=60 if row["on_front"] else 30, zorder=3,
                        edgecolor="black", linewidth=1.2 if row["on_front"] else 0.3)
-            labels.append((*xy, row["variant"]))
+            if row["on_front"]:  # label the front only: 22 variants x 4 engines overlap
+                labels.append((*xy, f"{row['variant']} {row['engine']}"))
         front = d[d["on_front"]].sort_values("median ms")
         ax.plot(front["median ms"], front["R-2"], drawstyle="steps-post", color="crimson",
                 linewidth=1.2, zorder=2)
-        extra = [Line2D([], [], color="crimson", linewidth=1.2, label="Pareto front")]
-        chosen = recommended.get((device, engine))
+        extra = [Line2D([], [], linestyle="", marker=markers[e], color="0.5",
+                        markeredgecolor="black", label=e) for e in engines
+                 if (d["engine"] == e).any()]
+        extra.append(Line2D([], [], color="crimson", linewidth=1.2, label="Pareto front"))
+        chosen = recommended.get(device)
         if chosen is not None:
-            r = d[d["variant"] == chosen].iloc[0]
+            r = d[(d["variant"] == chosen[0]) & (d["engine"] == chosen[1])].iloc[0]
             ax.scatter(r["median ms"], r["R-2"], s=320, facecolors="none", edgecolors="red",
                        linewidths=2, zorder=4)
             extra.append(Line2D([], [], linestyle="", marker="o", markersize=12,
                                 markerfacecolor="none", markeredgecolor="red",
-                                label=f"recommended: {chosen}"))
+                                label=f"recommended: {chosen[0]} on {chosen[1]}"))
         if budget_ms is not None:
             ax.axvline(budget_ms, color="0.4", linestyle=":", linewidth=1)
             extra.append(Line2D([], [], color="0.4", linestyle=":",
@@ -458,15 +474,17 @@ def pareto_figure(table: pd.DataFrame, title: str, recommended: dict[tuple[str, 
             ax.axhline(floor_r2, color="0.4", linestyle="--", linewidth=1)
             extra.append(Line2D([], [], color="0.4", linestyle="--",
                                 label=f"quality floor (R-2 {floor_r2:.2f})"))
+        ax.set_xscale("log")  # engines differ by 2-5x: a linear axis crowds the fast ones
         ax.margins(x=0.12, y=0.1)
         labelled.append((ax, labels))
         ax.legend(handles=extra, fontsize=7, loc="lower right")
-        ax.set_title(f"{device} / {engine} engine")
-        ax.set_xlabel("median latency (ms)")
+        ax.set_title(f"{device}: every variant x engine (marker = engine)")
+        ax.set_xlabel("median latency (ms, log scale)")
         ax.set_ylabel("ROUGE-2")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{title}\n{left_out_text(n_out)}")
-    _group_legend(fig, [T.variant_group(v, baseline) for v in points["variant"]])
+    unscored = (f"; {n_unscored} timed but not evaluated (no ROUGE) left out"
+                if n_unscored else "")
+    fig.suptitle(f"{title}\n{left_out_text(n_out)}{unscored}")
     place_labels(fig, labelled)
     return fig
 
@@ -511,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
 
     eval_records = _load(args.eval)
     ev = T.eval_frame(eval_records) if args.eval else None
+    eng = T.engine_eval_frame(_load(args.eval_engines)) if args.eval_engines else None
     bench = T.bench_frame(_load(args.bench)) if args.bench else None
     arch = T.bench_frame(_load(args.bench_arch), with_dataset=False) if args.bench_arch else None
 
@@ -525,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
             tabs[f"detail_{size}_{dataset}"] = t
         for (size, dataset), t in T.nash_tables(eval_records, ev, base).items():
             tabs[f"nash_{size}_{dataset}"] = t
+    if eng is not None:
+        for (size, dataset), t in T.precision_tables(ev, eng, base).items():
+            tabs[f"precision_{size}_{dataset}"] = t
     if bench is not None:
         sp = T.speed_frame(ev, bench, base)
         for key, t in T.speed_tables(sp, base).items():
@@ -535,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             tabs[_named("speedup_by_engine_", key)] = t
         for key, t in T.engine_ratio_tables(sp, base).items():
             tabs[_named("compiled_vs_eager_", key)] = t
-        paretos = T.pareto_tables(sp, ev, batch_size, base)
+        paretos = T.pareto_tables(sp, ev, batch_size, base, eng)
         for (size, dataset), t in paretos.items():
             tabs[f"pareto_{size}_{dataset}"] = t
         recommendation = T.recommendation_table(paretos, budget, floor, batch_size, base)
@@ -611,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     for (size, dataset), t in paretos.items():
         rec = recommendation[(recommendation["size"] == size)
                              & (recommendation["dataset"] == dataset)]
-        chosen = {(r["device"], r["engine"]): r["variant"] for r in rec.to_dict("records")}
+        chosen = {r["device"]: (r["variant"], r["engine"]) for r in rec.to_dict("records")
+                  if r["variant"] is not None and not pd.isna(r["variant"])}
         base_r2 = ev[(ev["size"] == size) & (ev["dataset"] == dataset)
                      & (ev["variant"] == base)]["rouge2"].iloc[0]
         # the floor is a retention in % of the baseline's R-2: 95 % of 20.0 -> R-2 19.0
@@ -627,13 +650,15 @@ def main(argv: list[str] | None = None) -> int:
         log.info("no disturbed benchmark cell")
     if recommendation is not None:
         for r in recommendation.to_dict("records"):
-            log.info("recommendation for %s/%s on %s, %s engine: %s (%s)", r["size"],
-                     r["dataset"], r["device"], r["engine"], r["variant"] or "none", r["reason"])
+            log.info("recommendation for %s/%s on %s: %s (%s)", r["size"], r["dataset"],
+                     r["device"], f"{r['variant']} on {r['engine']}" if r["variant"] else "none",
+                     r["reason"])
 
     rel = sorted(str(p.relative_to(args.out_dir)) for p in written)
     sidecar = make_sidecar(
         "report", vars(args),
-        samples={"eval_files": len(args.eval), "bench_files": len(args.bench),
+        samples={"eval_files": len(args.eval), "eval_engine_files": len(args.eval_engines),
+                 "bench_files": len(args.bench),
                  "bench_arch_files": len(args.bench_arch)},
         wall_time_s=time.time() - start, files=rel, disturbed_benchmarks=disturbed,
         rerun_disturbed_command=rerun,

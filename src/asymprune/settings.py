@@ -33,7 +33,29 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULERS = ("constant", "linear", "cosine", "constant_with_warmup")
 KL_DIRECTIONS = ("teacher_student", "student_teacher")
 BENCH_MODES = ("fixed", "natural")
-ENGINES = ("eager", "compiled")
+# CTranslate2's compute types (its own names), by the device that can run them: int8 and
+# float32 kernels exist on every x86/ARM CPU; the 16-bit ones need CUDA (bfloat16: compute
+# capability >= 8.0, which ctranslate2.get_supported_compute_types says at run time).
+CT2_COMPUTE_TYPES_BY_DEVICE = {
+    "cpu": ("float32", "int8", "int8_float32"),
+    "cuda": ("float32", "int8", "int8_float32", "float16", "bfloat16", "int8_float16",
+             "int8_bfloat16"),
+}
+CT2_COMPUTE_TYPES = CT2_COMPUTE_TYPES_BY_DEVICE["cuda"]
+# eager: transformers generate; compiled: asymprune.engine; ct2-<type>: CTranslate2 at that
+# compute type (asymprune.ct2)
+ENGINES = ("eager", "compiled") + tuple(f"ct2-{t}" for t in CT2_COMPUTE_TYPES)
+
+
+def engine_problems(engines: list[str], device: str, key: str = "engines"
+                    ) -> list[tuple[str, str]]:
+    """A CTranslate2 compute type ``device`` cannot run, e.g. ct2-float16 on a CPU."""
+    ok = CT2_COMPUTE_TYPES_BY_DEVICE[device]
+    bad = [e for e in engines if e.startswith("ct2-") and e[len("ct2-"):] not in ok]
+    if bad:
+        return [(key, f"{bad} cannot run on {device}; on {device} CTranslate2 runs "
+                      f"{['ct2-' + t for t in ok]}")]
+    return []
 BENCH_INPUTS = ("real", "repeated")
 FLAN_SIZES = ("small", "base", "large")
 DATA_KINDS = ("hub", "local", "generated")
@@ -312,14 +334,26 @@ class Evaluate:
     max_new_tokens: int = setting(256, "generation length limit", ge=1)
     num_beams: int = setting(1, "1 = greedy, as the latency benchmark", ge=1)
     dtype: str = setting("fp32", "inference dtype", choices=PRECISIONS)
-    engine: str = setting("eager", "generation engine: eager (transformers generate, dynamic "
-                                   "cache) or compiled (static cache + torch.compile; greedy "
-                                   "only, token-identical)", choices=ENGINES)
+    engine: str = setting("eager", "generation engine of the main evaluation: eager "
+                                   "(transformers generate, dynamic cache), compiled (static "
+                                   "cache + torch.compile; greedy only, token-identical) or "
+                                   "ct2-<compute type> (CTranslate2)",
+                          choices=ENGINES)
+    engines: list[str] = setting([], "further engines scored on the same documents, each with "
+                                     "ROUGE, generation length and the share of outputs equal "
+                                     "to the main evaluation's (e.g. ct2-int8: the quality cost "
+                                     "of int8)", choices=ENGINES, stage=False)
 
     def problems(self) -> list[tuple[str, str]]:
-        if self.engine == "compiled" and self.num_beams != 1:
-            return [("engine", "compiled supports greedy decoding only; set @num_beams to 1")]
-        return []
+        out = []
+        if self.num_beams != 1:
+            if self.engine == "compiled":
+                out.append(("engine", "compiled supports greedy decoding only; set @num_beams "
+                                      "to 1"))
+            if "compiled" in self.engines:
+                out.append(("engines", "compiled supports greedy decoding only; set "
+                                       "@num_beams to 1"))
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -339,9 +373,10 @@ class Benchmark:
     runs: int = setting(7, "timed runs (a standard deviation needs 2)", ge=2)
     modes: list[str] = setting(["fixed", "natural"], "fixed and/or natural length",
                                choices=BENCH_MODES)
-    engines: list[str] = setting(["eager", "compiled"], "generation engines timed (compiled: "
-                                 "static KV cache + torch.compile, CUDA graphs on a GPU)",
-                                 choices=ENGINES)
+    engines: list[str] = setting(["eager", "compiled"], "generation engines timed, "
+                                 "interleaved in every round (compiled: static KV cache + "
+                                 "torch.compile, CUDA graphs on a GPU; ct2-<compute type>: "
+                                 "CTranslate2, quantized when loaded)", choices=ENGINES)
     inputs: str = setting("real", "real: test documents truncated to source_tokens, padded to "
                                   "the longest in the batch (the paper's protocol); repeated: "
                                   "each document repeated to exactly source_tokens",
@@ -358,7 +393,10 @@ class Benchmark:
             "training)", choices=FLAN_SIZES, stage=False)
 
     def problems(self) -> list[tuple[str, str]]:
-        return []
+        out = engine_problems(self.engines, self.device)
+        if len(set(self.engines)) != len(self.engines):
+            out.append(("engines", f"an engine is listed twice in {self.engines}"))
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)

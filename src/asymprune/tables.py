@@ -35,16 +35,21 @@ NAME_RE = re.compile(r"^[A-Za-z0-9._+-]+$")  # labels end up in file names
 # size and the labels of its JSON they identify it.
 CELL_LABELS = ("protocol", "mode", "engine", "inputs")
 CELL_NUMBERS = ("mean_ms", "std_ms", "median_ms", "min_ms", "max_ms", "spread", "foreign_load",
-                "new_tokens_mean")
+                "new_tokens_mean", "peak_memory_mb")
 # null in a cell where it could not be measured (no /proc, or timed runs too short to tell
 # 10 % of load from tick rounding): NaN in the frame, blank in the tables
-NULLABLE_NUMBERS = frozenset({"foreign_load"})
+NULLABLE_NUMBERS = frozenset({"foreign_load", "peak_memory_mb"})
 BENCH_CELL_KEYS = (*CELL_LABELS, "batch_size", "num_beams", *CELL_NUMBERS, "disturbed",
                    "disturbed_why")
 # A speedup divides two cells of the same key (one inputs kind per protocol, see bench_frame).
 SPEED_KEY = ["device", "protocol", "mode", "engine", "size", "dataset", "batch_size"]
 PAPER_PROTOCOL = "paper"  # Campos & Zhai's protocol; "nash" is NASH's (beam 4, batch 32)
-ENGINE_ORDER = ("eager", "compiled")
+ENGINE_ORDER = ("eager", "compiled", *(f"ct2-{t}" for t in ("float32", "int8_float32", "int8",
+                                                             "float16", "bfloat16",
+                                                             "int8_float16", "int8_bfloat16")))
+# Engines that give the eager engine's tokens by construction (asymprune.engine's compiled
+# step; tests/test_engine*.py check it): a main evaluation with one of them scores both.
+TOKEN_IDENTICAL = ("eager", "compiled")
 DAGGER = "†"  # the mark of a disturbed cell in Markdown / HTML tables
 
 Record = tuple[str, dict[str, Any]]  # (file it came from, parsed JSON)
@@ -112,7 +117,8 @@ def eval_frame(records: list[Record]) -> pd.DataFrame:
         metrics = obj.get("metrics")
         if not isinstance(metrics, dict):
             raise ValueError(f"{path}: no 'metrics' object")
-        row = dict(zip(("size", "dataset", "variant"), key), file=path)
+        row = dict(zip(("size", "dataset", "variant"), key), file=path,
+                   engine=_label(path, obj, "engine", "the evaluate stage records its engine"))
         for m in METRICS:
             if m not in metrics:
                 raise ValueError(f"{path}: metrics has no {m!r}")
@@ -126,8 +132,98 @@ def eval_frame(records: list[Record]) -> pd.DataFrame:
             (_number(path, "metrics_ci95.rouge2[0]", ci[0]),
              _number(path, "metrics_ci95.rouge2[1]", ci[1])))
         rows.append(row)
-    return _finish(pd.DataFrame(rows, columns=["size", "dataset", "variant", "file", *METRICS,
-                                               "rouge2_lo", "rouge2_hi"]))
+    return _finish(pd.DataFrame(rows, columns=["size", "dataset", "variant", "file", "engine",
+                                               *METRICS, "rouge2_lo", "rouge2_hi"]))
+
+
+def engine_eval_frame(records: list[Record]) -> pd.DataFrame:
+    """One row per evaluation by a further engine (evaluate.engines): size, dataset, variant,
+    engine, the five metrics and ``identical_share`` (share of documents whose prediction
+    equals the main evaluation's)."""
+    rows, seen = [], {}
+    for path, obj in records:
+        hint = "the workflow passes --size/--dataset/--variant to the evaluate stage"
+        key = tuple(_label(path, obj, k, hint) for k in ("size", "dataset", "variant"))
+        engine = _label(path, obj, "engine", "the evaluate stage records its engine")
+        if (*key, engine) in seen:
+            raise ValueError(f"two {engine} eval files for {'/'.join(key)}: "
+                             f"{seen[(*key, engine)]} and {path}")
+        seen[(*key, engine)] = path
+        metrics = obj.get("metrics")
+        if not isinstance(metrics, dict) or any(m not in metrics for m in METRICS):
+            raise ValueError(f"{path}: metrics needs {list(METRICS)}")
+        share = obj.get("identical_share")
+        if share is None:
+            raise ValueError(f"{path}: no identical_share (evaluate --reference-predictions)")
+        rows.append({**dict(zip(("size", "dataset", "variant"), key)), "engine": engine,
+                     "file": path, **{m: _number(path, f"metrics.{m}", metrics[m])
+                                      for m in METRICS},
+                     "identical_share": _number(path, "identical_share", share)})
+    return _finish(pd.DataFrame(rows, columns=["size", "dataset", "variant", "engine", "file",
+                                               *METRICS, "identical_share"]))
+
+
+def quality_frame(ev: pd.DataFrame, eng: pd.DataFrame | None) -> pd.DataFrame:
+    """R-2 of every (size, dataset, variant, engine) that was scored, and where it comes from:
+    the engine's own evaluation, or the main evaluation for the engines that give its tokens
+    (``TOKEN_IDENTICAL``, when the main evaluation used one of them)."""
+    rows = []
+    for r in ev.to_dict("records"):
+        same = TOKEN_IDENTICAL if r["engine"] in TOKEN_IDENTICAL else (r["engine"],)
+        rows += [{"size": r["size"], "dataset": r["dataset"], "variant": r["variant"],
+                  "engine": e, "R-2": r["rouge2"],
+                  "quality from": f"{r['engine']} evaluation"} for e in same]
+    if eng is not None:
+        rows += [{"size": r["size"], "dataset": r["dataset"], "variant": r["variant"],
+                  "engine": r["engine"], "R-2": r["rouge2"],
+                  "quality from": f"{r['engine']} evaluation"} for r in eng.to_dict("records")]
+    q = pd.DataFrame(rows, columns=["size", "dataset", "variant", "engine", "R-2",
+                                    "quality from"])
+    dup = q.duplicated(["size", "dataset", "variant", "engine"])
+    if dup.any():
+        r = q[dup].iloc[0]
+        raise ValueError(f"{r['engine']} of {r['size']}/{r['dataset']}/{r['variant']} is scored "
+                         f"twice (the main evaluation's engine is also in evaluate.engines)")
+    return q
+
+
+def precision_tables(ev: pd.DataFrame, eng: pd.DataFrame,
+                     baseline: str = "e6d6") -> dict[tuple[str, str], pd.DataFrame]:
+    """Per size x dataset: each variant's R-2 and retention with the main evaluation (float32
+    or the configured dtype) next to each further engine's (e.g. ct2-int8), the generation
+    length, and the share of documents each engine predicts exactly as the main one."""
+    out = {}
+    for (size, dataset), d in ev.groupby(["size", "dataset"], sort=True):
+        base_r2 = _baseline_row(d, baseline, f"eval for size {size}, dataset {dataset}")["rouge2"]
+        d = _order(d)
+        main = d["engine"].iloc[0]
+        table = pd.DataFrame({"variant": d["variant"].to_numpy(),
+                              f"R-2 {main}": d["rouge2"].to_numpy(),
+                              f"retention {main} (%)": [retention(v, base_r2)
+                                                        for v in d["rouge2"]],
+                              f"GenL {main}": d["gen_len"].to_numpy()})
+        e = eng[(eng["size"] == size) & (eng["dataset"] == dataset)]
+        if e.empty:
+            continue
+        for engine in sort_engines(e["engine"]):
+            at = e[e["engine"] == engine].set_index("variant")
+            table[f"R-2 {engine}"] = table["variant"].map(at["rouge2"])
+            # retention against the baseline's main evaluation: what the deployed engine keeps
+            # of the unpruned model as evaluated (e.g. e6d6 on int8 may itself lose some)
+            table[f"retention {engine} (%)"] = [retention(v, base_r2)
+                                                for v in table[f"R-2 {engine}"]]
+            table[f"GenL {engine}"] = table["variant"].map(at["gen_len"])
+            table[f"same as {main} (%)"
+                  if len(set(e["engine"])) == 1 else
+                  f"{engine} same as {main} (%)"] = 100 * table["variant"].map(
+                at["identical_share"])
+        table.attrs.update(
+            title=f"Quality per engine and precision, {size}/{dataset} (retention = R-2 in % "
+                  f"of {baseline}'s R-2 under {main})", marks={},
+            notes=[f"same as {main}: share of documents whose summary is character for "
+                   f"character the {main} evaluation's."])
+        out[(size, dataset)] = table
+    return out
 
 
 KIND_LABELS = {"nash": "NASH", "kd": "equal budget, distilled (kd)",
@@ -588,7 +684,7 @@ def engine_ratio_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple,
     """Where both engines were timed: per variant and batch size, compiled median / eager
     median (0.50 = the compiled engine takes half the time)."""
     out = {}
-    eager, compiled = ENGINE_ORDER
+    eager, compiled = ENGINE_ORDER[:2]
     for key, g in sp.groupby(["device", "protocol", "mode", "size", "dataset"], sort=True):
         if not {eager, compiled} <= set(g["engine"]):
             continue
@@ -673,10 +769,12 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
 
 
 def pareto_tables(sp: pd.DataFrame, ev: pd.DataFrame, batch_size: int,
-                  baseline: str = "e6d6") -> dict[tuple[str, str], pd.DataFrame]:
-    """Per size x dataset: each variant's R-2 and median latency (paper protocol, fixed length,
-    ``batch_size``) per device and engine, and whether it is on the front of that device and
-    engine. Disturbed cells are listed but never on the front."""
+                  baseline: str = "e6d6", eng: pd.DataFrame | None = None
+                  ) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per size x dataset: every (variant, engine) timed (paper protocol, fixed length,
+    ``batch_size``) with its R-2 and median latency per device, and whether it is on the one
+    front of that device over all variants, engines and precisions. A pair is on the front
+    only when undisturbed and scored (``quality_frame``); the others are listed."""
     cells = sp[(sp["protocol"] == PAPER_PROTOCOL) & (sp["mode"] == "fixed")]
     at = cells[cells["batch_size"] == batch_size]
     if at.empty:
@@ -684,39 +782,69 @@ def pareto_tables(sp: pd.DataFrame, ev: pd.DataFrame, batch_size: int,
         raise ValueError(f"config key report.batch_size: no {PAPER_PROTOCOL}-protocol, "
                          f"fixed-length benchmark cell at batch size {batch_size} (timed: "
                          f"{timed or 'none; benchmark.modes needs fixed'})")
+    quality = quality_frame(ev, eng).set_index(["size", "dataset", "variant", "engine"])
     out = {}
     for (size, dataset), g in at.groupby(["size", "dataset"], sort=True):
         d = ev[(ev["size"] == size) & (ev["dataset"] == dataset)]
         base_r2 = _baseline_row(d, baseline, f"eval for size {size}, dataset {dataset}")["rouge2"]
         parts = []
-        for (device, engine), c in g.groupby(["device", "engine"], sort=True):
-            c = _order(c)
+        for device, c in g.groupby("device", sort=True):
+            keys = [(size, dataset, v, e) for v, e in zip(c["variant"], c["engine"])]
+            r2 = [quality["R-2"].get(k, math.nan) for k in keys]
+            eager_base = c[(c["variant"] == baseline) & (c["engine"] == "eager")]
+            base_ms = eager_base["median_ms"].iloc[0] if len(eager_base) else math.nan
             t = pd.DataFrame({
-                "device": device, "engine": engine, "variant": c["variant"].to_numpy(),
-                "R-2": c["R-2"].to_numpy(),
-                "retention (%)": [retention(v, base_r2) for v in c["R-2"]],
+                "device": device, "variant": c["variant"].to_numpy(),
+                "engine": c["engine"].to_numpy(), "R-2": r2,
+                "retention (%)": [retention(v, base_r2) for v in r2],
                 "median ms": c["median_ms"].to_numpy(), "spread": c["spread"].to_numpy(),
-                "speedup": c["speedup"].to_numpy(), "disturbed": c["disturbed"].to_numpy(),
-                "speedup disturbed": c["speedup disturbed"].to_numpy()})
-            ok = ~t["disturbed"]
+                "speedup": c["speedup"].to_numpy(),
+                f"speedup vs {baseline} eager": [base_ms / m for m in c["median_ms"]],
+                "peak MiB": c["peak_memory_mb"].to_numpy(),
+                "disturbed": c["disturbed"].to_numpy(),
+                "speedup disturbed": c["speedup disturbed"].to_numpy(),
+                "quality from": [quality["quality from"].get(k, "not evaluated")
+                                 for k in keys]})
+            ok = ~t["disturbed"] & t["R-2"].notna()
             t["on_front"] = False
-            t.loc[ok, "on_front"] = pareto_front(list(zip(t.loc[ok, "median ms"],
-                                                          t.loc[ok, "R-2"])))
-            parts.append(t.sort_values("median ms", kind="stable"))
+            if ok.any():  # every pair disturbed or unscored: no front
+                t.loc[ok, "on_front"] = pareto_front(list(zip(t.loc[ok, "median ms"],
+                                                              t.loc[ok, "R-2"])))
+            parts.append(t.sort_values(["median ms", "engine"], kind="stable"))
         table = pd.concat(parts, ignore_index=True)
-        title = (f"Pareto front of R-2 vs median latency, {size}/{dataset} "
-                 f"({PAPER_PROTOCOL} protocol, fixed output length, batch {batch_size})")
+        title = (f"Pareto front of R-2 vs median latency over variants and engines, "
+                 f"{size}/{dataset} ({PAPER_PROTOCOL} protocol, fixed output length, "
+                 f"batch {batch_size})")
+        notes = [f"on_front: no undisturbed, scored (variant, engine) of the same device is "
+                 f"both at least as fast and at least as good (R-2); retention = R-2 in % of "
+                 f"{baseline}'s main evaluation; speedup = {baseline} on the same engine / "
+                 f"this; speedup vs {baseline} eager = the latency a user gains over HF "
+                 f"generate of the unpruned model; peak MiB = the most one timed run added to "
+                 f"memory; quality from: eager and compiled give the same tokens and share the "
+                 f"main evaluation, a ct2-* engine has its own (evaluate.engines) or none."]
+        if any(v.startswith("nash-") for v in table["variant"]) and \
+                any(e.startswith("ct2-") for e in table["engine"]):
+            notes.append("ct2-* engines run NASH encoders padded back to full width with "
+                         "zero weights (asymprune.ct2): same outputs, but padded heads and "
+                         "FFN units keep their compute, so NASH's ct2 latency is an upper "
+                         "bound of what a width-aware kernel would give.")
         out[(size, dataset)] = _annotate(
             table, title, {"median ms": "disturbed", "speedup": "speedup disturbed"}, g,
-            baseline, [f"on_front: no undisturbed variant of the same device and engine is both "
-                       f"at least as fast and at least as good (R-2); retention = R-2 in % of "
-                       f"{baseline}'s."])
+            baseline, notes)
     return out
 
 
 def recommend(cells: pd.DataFrame, budget_ms: float | None, floor: float | None,
               baseline: str = "e6d6") -> tuple[str | None, str]:
-    """(variant, reason) among the undisturbed rows of one device and engine of a Pareto table.
+    """The variant ``choose`` picks (None when none) and why."""
+    row, reason = choose(cells, budget_ms, floor, baseline)
+    return (None if row is None else row["variant"]), reason
+
+
+def choose(cells: pd.DataFrame, budget_ms: float | None, floor: float | None,
+           baseline: str = "e6d6") -> tuple[pd.Series | None, str]:
+    """(row, reason) among the undisturbed, scored rows of one device of a Pareto table
+    (every engine; with an ``engine`` column the variant is named "variant on engine").
 
     budget only: the best R-2 with median <= budget (the faster of equals); floor only: the
     fastest with retention >= floor (the better R-2 of equals); both: the fastest meeting both.
@@ -725,7 +853,7 @@ def recommend(cells: pd.DataFrame, budget_ms: float | None, floor: float | None,
     if budget_ms is None and floor is None:
         return None, ("no recommendation: neither report.latency_budget_ms nor "
                       "report.quality_floor is set")
-    ok = cells[~cells["disturbed"]]
+    ok = cells[~cells["disturbed"] & cells["R-2"].notna()]
     rules, fits = [], ok
     if budget_ms is not None:
         rules.append(f"median <= {budget_ms:g} ms")
@@ -737,38 +865,43 @@ def recommend(cells: pd.DataFrame, budget_ms: float | None, floor: float | None,
         rules.append(f"R-2 retention >= {floor:g} %")
         fits = fits[fits["retention (%)"] >= floor]
     rule = " and ".join(rules)
+    what = "variant-engine pairs" if "engine" in cells else "variants"
     left_out = len(cells) - len(ok)
-    among = f"{len(ok)} undisturbed variants" + (f", {left_out} disturbed left out"
-                                                  if left_out else "")
+    among = f"{len(ok)} undisturbed {what}" + (f", {left_out} disturbed or not evaluated "
+                                               f"left out" if left_out else "")
     if fits.empty:
         return None, f"no recommendation: none of {among} has {rule}"
     if floor is None:
         best = fits.sort_values(["R-2", "median ms"], ascending=[False, True]).iloc[0]
-        return best["variant"], f"best R-2 of the {len(fits)} with {rule} ({among})"
-    best = fits.sort_values(["median ms", "R-2"], ascending=[True, False]).iloc[0]
-    return best["variant"], f"fastest of the {len(fits)} with {rule} ({among})"
+        why = f"best R-2 of the {len(fits)} with {rule} ({among})"
+    else:
+        best = fits.sort_values(["median ms", "R-2"], ascending=[True, False]).iloc[0]
+        why = f"fastest of the {len(fits)} with {rule} ({among})"
+    if "engine" in cells:
+        why = (f"{best['variant']} on {best['engine']}: {best['median ms']:.0f} ms, R-2 "
+               f"retention {best['retention (%)']:.0f} %; {why}")
+    return best, why
 
 
 def recommendation_table(paretos: dict[tuple[str, str], pd.DataFrame], budget_ms: float | None,
                          floor: float | None, batch_size: int,
                          baseline: str = "e6d6") -> pd.DataFrame:
-    """One row per size, dataset, device and engine: the recommended variant (blank when
-    none), its numbers and the reason."""
+    """One row per size, dataset and device: the recommended variant and engine over every
+    variant x engine x precision timed (blank when none), its numbers and the reason."""
     rows = []
     for (size, dataset), table in paretos.items():
-        for (device, engine), cells in table.groupby(["device", "engine"], sort=True):
-            variant, reason = recommend(cells, budget_ms, floor, baseline)
-            row = {"size": size, "dataset": dataset, "device": device, "engine": engine,
-                   "variant": variant, "R-2": math.nan, "retention (%)": math.nan,
+        for device, cells in table.groupby("device", sort=True):
+            chosen, reason = choose(cells, budget_ms, floor, baseline)
+            row = {"size": size, "dataset": dataset, "device": device, "variant": None,
+                   "engine": None, "R-2": math.nan, "retention (%)": math.nan,
                    "median ms": math.nan, "speedup": math.nan}
-            if variant is not None:
-                chosen = cells[cells["variant"] == variant].iloc[0]
-                row.update({k: chosen[k] for k in ("R-2", "retention (%)", "median ms",
-                                                   "speedup")})
+            if chosen is not None:
+                row.update({k: chosen[k] for k in ("variant", "engine", "R-2", "retention (%)",
+                                                   "median ms", "speedup")})
             rows.append({**row, "reason": reason})
     table = pd.DataFrame(rows)
     settings_text = (f"report.latency_budget_ms = {budget_ms}, report.quality_floor = {floor}, "
                      f"report.batch_size = {batch_size}")
-    table.attrs.update(title=f"Recommended variant ({PAPER_PROTOCOL} protocol, fixed output "
-                             f"length; {settings_text})", marks={}, notes=[])
+    table.attrs.update(title=f"Recommended variant and engine ({PAPER_PROTOCOL} protocol, "
+                             f"fixed output length; {settings_text})", marks={}, notes=[])
     return table

@@ -311,6 +311,16 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
                     problems.append(f"config key nash.{key}: {e} (models.{size} has "
                                     f"{n_enc} encoder + {n_dec} decoder blocks)")
 
+    ev = built["evaluate"]
+    if ev is not None:
+        # an evaluation runs where its model trains: on a GPU when the size has one
+        for size, spec in cfg["models"].items():
+            device = "cuda" if spec["resources"]["gpu"] > 0 else "cpu"
+            for key, engines in (("evaluate.engine", [ev.engine]),
+                                 ("evaluate.engines", list(ev.engines))):
+                problems += [f"config key {key}: {msg} (models.{size} evaluates on {device})"
+                             for _, msg in S.engine_problems(engines, device)]
+
     retries = cfg["execution"]["retries"]
     released = any(V.protocol(v) == "released" for v in nash_variants)
     for size in cfg["nash"]["released"]["sizes"] or []:

@@ -29,6 +29,9 @@ NASH_VARIANTS = CFG.nash_variants
 BASELINE_VARIANTS = CFG.baseline_variants
 BENCH = settings.as_dict(CFG.benchmark)
 BENCH_DEVICE = BENCH["device"]
+BENCH_CT2 = any(e.startswith("ct2-") for e in BENCH["engines"])
+# engines the evaluation scores besides its main one (evaluate.engines)
+EVAL_ENGINES = list(CFG.evaluate.engines)
 
 wildcard_constraints:
     size="|".join(SIZES),
@@ -36,6 +39,7 @@ wildcard_constraints:
     variant=variants.ANY_BODY,
     pvariant=variants.PRUNED_DEPTH_BODY,
     nvariant=variants.NASH_STAGE_BODY,
+    engine="|".join(settings.ENGINES),
 
 
 envvars:
@@ -199,17 +203,53 @@ def all_variants(size=None):
     return VARIANTS + nash + BASELINE_VARIANTS
 
 
+def ct2_dir(size, dataset, variant):
+    return f"{RESULTS}/ct2/{size}/{dataset}/{variant}"
+
+
 def bench_models(wc):
-    """The benchmark job of a size/dataset times every variant's model, interleaved."""
-    return {v: f"{model_dir(wc.size, wc.dataset, v)}/sidecar.json" for v in all_variants()}
+    """The benchmark job of a size/dataset times every variant's model, interleaved (and its
+    CTranslate2 export when a ct2-* engine is timed)."""
+    inputs = {v: f"{model_dir(wc.size, wc.dataset, v)}/sidecar.json" for v in all_variants()}
+    if BENCH_CT2:
+        inputs.update({f"ct2_{v}": f"{ct2_dir(wc.size, wc.dataset, v)}/sidecar.json"
+                       for v in all_variants()})
+    return inputs
 
 
 def bench_model_flags(wc):
-    return shlex.join(f"--model={v}={model_dir(wc.size, wc.dataset, v)}" for v in all_variants())
+    flags = [f"--model={v}={model_dir(wc.size, wc.dataset, v)}" for v in all_variants()]
+    if BENCH_CT2:
+        flags += [f"--ct2-model={v}={ct2_dir(wc.size, wc.dataset, v)}" for v in all_variants()]
+    return shlex.join(flags)
+
+
+def eval_inputs(wc, engine):
+    """An evaluation's model (and its CTranslate2 export for a ct2-* engine)."""
+    inputs = {"model": f"{model_dir(wc.size, wc.dataset, wc.variant)}/sidecar.json",
+              "data": data_file(wc.dataset, CFG.evaluate.split)}
+    if engine.startswith("ct2-"):
+        inputs["ct2"] = f"{ct2_dir(wc.size, wc.dataset, wc.variant)}/sidecar.json"
+    return inputs
+
+
+def ct2_flag(wc, engine):
+    if not engine.startswith("ct2-"):
+        return ""
+    return shlex.join(["--ct2-model", ct2_dir(wc.size, wc.dataset, wc.variant)])
+
+
+def eval_engine_json(size, dataset, variant, engine):
+    return f"{RESULTS}/eval_engines/{size}/{dataset}/{variant}/{engine}.json"
 
 
 def eval_outputs():
     return [eval_json(s, d, v) for s in SIZES for d in DATASETS for v in all_variants(s)]
+
+
+def eval_engine_outputs():
+    return [eval_engine_json(s, d, v, e) for s in SIZES for d in DATASETS
+            for v in all_variants() for e in EVAL_ENGINES]
 
 
 def bench_outputs():

@@ -1,10 +1,11 @@
-# ROUGE-1/2/L/Lsum and generation length of every final model (depth and NASH variants).
+# ROUGE-1/2/L/Lsum and generation length of every final model (depth and NASH variants), with
+# the main engine (evaluate.engine), and again with each of evaluate.engines (e.g. ct2-int8),
+# which also records the share of documents predicted as the main evaluation predicted them.
 
 
 rule evaluate:
     input:
-        model=f"{RESULTS}/models/{{size}}/{{dataset}}/{{variant}}/model/sidecar.json",
-        data=f"{RESULTS}/data/{{dataset}}/{CFG.evaluate.split}.jsonl",
+        unpack(lambda wc: eval_inputs(wc, CFG.evaluate.engine)),
     output:
         scores=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.json",
         predictions=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.predictions.jsonl",
@@ -13,6 +14,7 @@ rule evaluate:
         launch=lambda wc: single_gpu_launcher(res(wc.size, "gpu")),
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
         settings=settings_json(CFG.evaluate),
+        ct2=lambda wc: ct2_flag(wc, CFG.evaluate.engine),
         code=code("evaluate"),
     log:
         f"{LOGS}/evaluate/{{size}}/{{dataset}}/{{variant}}.log",
@@ -25,5 +27,36 @@ rule evaluate:
         "OMP_NUM_THREADS={threads} {params.launch} asymprune.evaluate --model {params.model:q}"
         " --data-file {input.data:q} --settings {params.settings:q} --config-key evaluate"
         " --tag size={wildcards.size} --tag dataset={wildcards.dataset}"
-        " --tag variant={wildcards.variant}"
+        " --tag variant={wildcards.variant} {params.ct2}"
+        " --output {output.scores:q} --predictions {output.predictions:q} > {log:q} 2>&1"
+
+
+rule evaluate_engine:
+    input:
+        unpack(lambda wc: eval_inputs(wc, wc.engine)),
+        reference=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.predictions.jsonl",
+    output:
+        scores=f"{RESULTS}/eval_engines/{{size}}/{{dataset}}/{{variant}}/{{engine}}.json",
+        predictions=(f"{RESULTS}/eval_engines/{{size}}/{{dataset}}/{{variant}}/"
+                     f"{{engine}}.predictions.jsonl"),
+    params:
+        launch=lambda wc: single_gpu_launcher(res(wc.size, "gpu")),
+        model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
+        settings=settings_json(CFG.evaluate),
+        engine=lambda wc: shlex.join(["--engine", wc.engine]),
+        ct2=lambda wc: ct2_flag(wc, wc.engine),
+        code=code("evaluate"),
+    log:
+        f"{LOGS}/evaluate_engine/{{size}}/{{dataset}}/{{variant}}/{{engine}}.log",
+    threads: 1
+    resources:
+        gpu=lambda wc: res(wc.size, "gpu"),
+        mem_mb=lambda wc: res(wc.size, "mem_mb"),
+        runtime=120,
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launch} asymprune.evaluate --model {params.model:q}"
+        " --data-file {input.data:q} --settings {params.settings:q} --config-key evaluate"
+        " --tag size={wildcards.size} --tag dataset={wildcards.dataset}"
+        " --tag variant={wildcards.variant} {params.engine} {params.ct2}"
+        " --reference-predictions {input.reference:q}"
         " --output {output.scores:q} --predictions {output.predictions:q} > {log:q} 2>&1"

@@ -8,6 +8,7 @@ report: "../report/workflow.rst"
 rule report:
     input:
         evals=eval_outputs(),
+        eval_engines=eval_engine_outputs(),
         bench=bench_outputs(),
         bench_arch=bench_arch_outputs(),
     output:
@@ -24,6 +25,8 @@ rule report:
         outdir=lambda wc, output: os.path.dirname(output.done),
         # lists of paths, each shell-quoted
         bench=lambda wc, input: shlex.join(["--bench", *input.bench]) if input.bench else "",
+        eval_engines=lambda wc, input: (shlex.join(["--eval-engines", *input.eval_engines])
+                                        if input.eval_engines else ""),
         bench_arch=lambda wc, input: (shlex.join(["--bench-arch", *input.bench_arch])
                                       if input.bench_arch else ""),
         settings=settings_json(CFG.report),
@@ -34,6 +37,7 @@ rule report:
         f"{LOGS}/report.log",
     localrule: True
     shell:
-        "python -m asymprune.report --eval {input.evals:q} {params.bench} {params.bench_arch}"
+        "python -m asymprune.report --eval {input.evals:q} {params.eval_engines} {params.bench}"
+        " {params.bench_arch}"
         " --settings {params.settings:q} --config-key report {params.configfiles}"
         " --out-dir {params.outdir:q} > {log:q} 2>&1 && touch {output.done:q}"
