@@ -32,6 +32,8 @@ rule report:
         code=code("report"),
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCHMARKS}/report.tsv",
     localrule: True
     shell:
         "python -m asymprune.report --eval {input.evals:q} {params.bench} {params.bench_arch}"
