@@ -116,8 +116,16 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
         scal = cal["sizes"][size]
         k = _costs(scal)
         n_enc, n_dec = scal["blocks"]
-        # the teacher fine-tune takes every core on a CPU (rule finetune); DDP divides by GPUs
-        teacher_speedup = scal.get("threads_speedup", 1.0) if not res["gpu"] else res["gpus_per_job"]
+        # the teacher fine-tune and the benchmark take every core on a CPU; a speed-up measured
+        # below 1 (a contended machine) or above the core count is not one: bounded, and said
+        cores = cal["device"]["cores"]
+        threads = scal.get("threads_speedup", 1.0)
+        if not 1.0 <= threads <= cores:
+            notes.append(f"{size}: measured {threads:.2f}x from {cores} threads (contended "
+                         f"machine?); the teacher and benchmark are billed at "
+                         f"{min(max(threads, 1.0), cores):.0f}x")
+            threads = min(max(threads, 1.0), cores)
+        teacher_speedup = threads if not res["gpu"] else res["gpus_per_job"]
         ddp = max(res["gpus_per_job"], 1) if res["gpu"] else 1
         base = {g: start[g]["rss_mb"] for g in start}
 
@@ -178,7 +186,7 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
             if bench.enabled:
                 wall = start["infer"]["s"]
                 params = 0
-                speed = scal.get("threads_speedup", 1.0) if bench.device == "cpu" else 1.0
+                speed = threads if bench.device == "cpu" else 1.0
                 for v in finals:
                     e, dd = depth_blocks(v, n_enc, n_dec, strategy)
                     params += int(k["params"].at(e, dd))
