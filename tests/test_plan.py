@@ -62,6 +62,13 @@ def test_bill_groups_jobs_per_rule_with_gpu_hours_and_the_largest_request():
     assert (p.gpu_hours, p.runtime_min) == (0, 6)   # ceil(15 / 60) + 5
 
 
+def test_cpu_wall_runs_the_serial_rules_alone_and_spreads_the_rest():
+    rules = B.bill([B.Job("finetune", 100, 1), B.Job("refinetune", 30, 1),
+                    B.Job("refinetune", 50, 1), B.Job("evaluate", 20, 1), B.Job("report", 2, 1)])
+    # 100 + 2 alone, (30 + 50 + 20) / 2 cores
+    assert B.cpu_wall_s(rules, 2) == pytest.approx(102 + 50)
+
+
 def fake_calibration(sizes: dict[str, tuple[int, int]]) -> dict:
     """Round numbers: every quantity t = 1 + e + d (units), so a variant's cost is its blocks."""
     def arch(e, d):

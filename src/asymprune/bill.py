@@ -147,6 +147,19 @@ def bill(jobs: list[Job]) -> list[RuleBill]:
     return out
 
 
+# Jobs that run alone on a CPU: every later job needs them (data, tokenizer, the teacher), they
+# take every core (teacher, benchmark), or they come last (report).
+SERIAL_RULES = ("data", "tokenizer", "finetune", "benchmark", "report")
+
+
+def cpu_wall_s(rules: list[RuleBill], cores: int) -> float:
+    """Snakemake's wall time for a one-size grid on ``cores`` CPU cores: the serial rules one
+    after another, every other job spread over the cores (it ignores that the last few jobs
+    of a wave leave cores idle, so it is a lower bound)."""
+    serial = sum(r.total_s for r in rules if r.rule in SERIAL_RULES)
+    return serial + sum(r.total_s for r in rules if r.rule not in SERIAL_RULES) / cores
+
+
 def relative_error(estimate: float, measured: float) -> float:
     """(estimate - measured) / measured: +0.25 = 25 % too long."""
     return (estimate - measured) / measured

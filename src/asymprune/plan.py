@@ -334,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.configfile}: {len(jobs)} jobs (rule all not counted), estimated on "
           f"{cal['device']['name']} ({cal['device']['kind']}, calibrated {cal['created']})")
     print(format_bill(rules))
+    if cal["device"]["kind"] == "cpu":
+        cores = cal["device"]["cores"]
+        print(f"on this CPU with snakemake --cores {cores}: about "
+              f"{_hms(B.cpu_wall_s(rules, cores))} (serial rules {', '.join(B.SERIAL_RULES)}; "
+              f"the others spread over {cores} cores)")
     for note in notes:
         print(f"  note: {note}")
     res_path = args.resources_out or out_dir / "plan" / "resources.yaml"
