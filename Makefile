@@ -1,4 +1,5 @@
-# make demo  - offline demo: the whole DAG on a CPU in minutes (creates .venv on first use)
+# make demo  - offline demo: the whole DAG on a CPU in about 10 minutes (creates .venv on first use)
+# make demo-full - the longer demo it was cut from (configs/demo-full.yaml, 20-25 min)
 # make test  - the default test suite (< 10 min on 2 cores)
 # make test-all - also the heavy checks: real SLURM cluster, kill-and-resume drills
 VENV ?= .venv
@@ -7,20 +8,40 @@ CORES ?= 2
 # torch is a range in pyproject.toml; this pin only picks the CPU wheel that this project's
 # CI machines carry on disk. On your machine: make demo TORCH_SPEC=torch (or a CUDA build).
 TORCH_SPEC ?= torch==2.13.0
+# requirements.lock: the exact versions CI tested (everything but torch), from `make lock`.
+# Installing with -c takes those versions; pyproject.toml keeps ranges for other installs.
+LOCK ?= requirements.lock
 
-.PHONY: env demo test test-all dryrun lint clean-demo
+.PHONY: env lock demo demo-full test test-all dryrun lint clean-demo
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" -c $(LOCK)
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $@
+
+# Re-resolve the lock after a pyproject.toml change (linux x86_64, Python 3.11; torch left to
+# TORCH_SPEC, resolved as the CPU wheel so that no CUDA-only dependency enters the lock).
+lock: env
+	$(PY) -m pip install --quiet uv
+	echo "torch==2.13.0+cpu" > $(VENV)/torch-override.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	    --python-platform x86_64-unknown-linux-gnu --find-links /opt/wheels \
+	    --override $(VENV)/torch-override.txt --no-emit-package torch \
+	    --annotation-style line --no-header -o $(LOCK).body
+	{ echo "# Exact versions CI tested: make env installs with -c requirements.lock. Made by"; \
+	  echo "# make lock (uv pip compile pyproject.toml --extra dev; linux x86_64, py3.11; torch"; \
+	  echo "# excluded: TORCH_SPEC picks it, a CUDA build on a GPU machine)."; \
+	  cat $(LOCK).body; } > $(LOCK) && rm $(LOCK).body
 
 env: $(VENV)/.installed
 
 demo: env
 	$(VENV)/bin/snakemake --configfile configs/demo.yaml --cores $(CORES) --printshellcmds
+
+demo-full: env
+	$(VENV)/bin/snakemake --configfile configs/demo-full.yaml --cores $(CORES) --printshellcmds
 
 test: env
 	$(PY) -m pytest
@@ -37,3 +58,4 @@ lint: env
 
 clean-demo:
 	rm -rf results/demo reports/demo/tables reports/demo/figures reports/demo/DONE
+	rm -rf results/demo-full reports/demo-full

@@ -26,3 +26,18 @@ def test_sidecar_records_what_aggregation_needs():
     assert car["code_version"]["stage_hash"] == provenance.stage_code_hash("data")
     assert car["versions"]["snakemake"] and car["samples"] == {"train": 3}
     assert car["args"] == {"x": 1} and "host" in car["device"]
+    assert car["device"]["cpu_model"]  # same seed, other CPU: other floats (README)
+
+
+def test_cpu_model_reads_proc_cpuinfo_and_falls_back_to_platform(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\n"
+                    "model name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert provenance.cpu_model(info) == "AMD EPYC 7B13"
+    # an ARM kernel's cpuinfo has no "model name"; a missing file (macOS) likewise falls back
+    (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+    monkeypatch.setattr(provenance.platform, "machine", lambda: "aarch64")
+    assert provenance.cpu_model(tmp_path / "arm") == "aarch64"
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "arm")
+    assert provenance.cpu_model(tmp_path / "missing") == "arm"

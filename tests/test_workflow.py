@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -406,3 +407,56 @@ def test_released_protocol_variants_get_their_own_settings(tmp_path):
     cfg["nash"]["released"]["sizes"] = ["xl"]
     rc, out = dry(tmp_path, write_config(tmp_path / "c.yaml", cfg))
     assert rc != 0 and "config key nash.released.sizes: 'xl' is not a size of models" in out
+
+
+# --- every command of the README, as written -------------------------------------------------
+# `make demo` and `make test` are not run here: they are this suite and the demo, which .ci/run
+# runs in full (make test, then make demo). Every other command of a ```bash block runs, as
+# cheaply as it can while still failing where a user's would: a Snakemake command that would
+# start jobs gets -n (a dry run); a report command runs, unchanged apart from the run it
+# reports on (the micro run above: its folder, Snakefile and config), so a missing --cores
+# fails as it would for a user; `python -m` commands get --help.
+README_SKIPPED = {"make demo", "make test"}
+
+
+def readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for cmd in re.sub(r"\\\n\s*", "", block).splitlines():
+            cmd = re.sub(r"\s+#.*$", "", cmd).strip()
+            if cmd and not cmd.startswith("#"):
+                commands.append(cmd)
+    return commands
+
+
+def test_readme_has_the_commands_this_test_knows():
+    cmds = readme_commands()
+    assert README_SKIPPED <= set(cmds), cmds
+    assert any("--report" in c for c in cmds) and any("asymprune.plan" in c for c in cmds)
+
+
+def test_every_readme_command_works_as_written(micro_run):
+    venv_bin = str(Path(sys.executable).parent)
+    failures = []
+    for cmd in readme_commands():
+        if cmd in README_SKIPPED:
+            continue
+        run = cmd.replace(".venv/bin/", venv_bin + "/")
+        if "--report" in run:
+            run = re.sub(r"--configfile\s+\S+\s*", "", run) + (
+                f" -s {REPO / 'Snakefile'} --directory {shlex.quote(str(micro_run))}"
+                f" --configfile {shlex.quote(str(micro_run / 'micro run.yaml'))}")
+            run = run.replace("report.html", shlex.quote(str(micro_run / "readme report.html")))
+        elif "snakemake" in run:
+            run += " -n"
+        elif " -m asymprune." in f" {run}":
+            run = re.sub(r"^python -m", f"{shlex.quote(sys.executable)} -m", run) + " --help"
+        else:
+            failures.append(f"{cmd}: this test does not know how to run it cheaply")
+            continue
+        proc = subprocess.run(["bash", "-c", run], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:
+            failures.append(f"{cmd} (ran: {run}):\n{(proc.stdout + proc.stderr)[-2000:]}")
+    assert not failures, "\n\n".join(failures)

@@ -125,10 +125,25 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+def cpu_model(cpuinfo: Path | str = "/proc/cpuinfo") -> str:
+    """The CPU's model name: the same seed gives other float results on another CPU (other
+    kernels), so a sidecar names it. Linux: /proc/cpuinfo's first "model name" line;
+    elsewhere (or where the file has none, e.g. some ARM kernels) platform.processor(), and
+    the machine type where that is empty too."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info() -> dict[str, Any]:
     """The device a stage ran on. Imports torch lazily (stages have it loaded already)."""
     info: dict[str, Any] = {"host": socket.gethostname(), "platform": platform.platform(),
-                            "cpu_count": os.cpu_count()}
+                            "cpu_model": cpu_model(), "cpu_count": os.cpu_count()}
     try:
         info["load_avg_1m"] = os.getloadavg()[0]
     except OSError:

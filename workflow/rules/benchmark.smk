@@ -21,6 +21,8 @@ rule benchmark:
         code=code("benchmark"),
     log:
         f"{LOGS}/benchmark/{{size}}/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/benchmark/{{size}}/{{dataset}}.tsv",
     threads: BENCH_THREADS
     resources:
         # one GPU, always: the benchmark times one process (no torchrun), pinned like training
@@ -49,6 +51,8 @@ rule benchmark_arch:
         code=code("benchmark"),
     log:
         f"{LOGS}/benchmark_arch/{{arch}}.log",
+    benchmark:
+        f"{BENCHMARKS}/benchmark_arch/{{arch}}.tsv",
     threads: BENCH_THREADS
     resources:
         gpu=lambda wc: 1 if BENCH["device"] == "cuda" else 0,

@@ -22,6 +22,9 @@ except workflow_config.ConfigError as e:
 RESULTS = f"{config['results_dir']}/{config['preset']}"
 REPORTS = f"{config['reports_dir']}/{config['preset']}"
 LOGS = f"{RESULTS}/logs"
+# Snakemake `benchmark:` files, one tsv per job (wall s, max RSS, cpu_time): what
+# `python -m asymprune.plan` checks its estimates against
+BENCHMARKS = f"{RESULTS}/benchmarks"
 SIZES = list(config["models"])
 DATASETS = list(config["datasets"])
 VARIANTS = CFG.variants

@@ -15,6 +15,8 @@ rule data:
         code=code("data"),
     log:
         f"{LOGS}/data/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/data/{{dataset}}.tsv",
     resources:
         gpu=0,
         mem_mb=8000,
@@ -35,6 +37,8 @@ rule tokenizer:
         code=code("tokenizer"),
     log:
         f"{LOGS}/tokenizer/{{size}}/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/tokenizer/{{size}}/{{dataset}}.tsv",
     resources:
         gpu=0,
     shell:

@@ -18,6 +18,8 @@ rule evaluate:
         code=code("evaluate"),
     log:
         f"{LOGS}/evaluate/{{size}}/{{dataset}}/{{variant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate/{{size}}/{{dataset}}/{{variant}}.tsv",
     threads: 1
     resources:
         gpu=lambda wc: res(wc.size, "gpu"),

@@ -15,6 +15,8 @@ rule finetune:
         code=code("finetune"),
     log:
         f"{LOGS}/finetune/{{size}}/{{dataset}}/e6d6.log",
+    benchmark:
+        f"{BENCHMARKS}/finetune/{{size}}/{{dataset}}/e6d6.tsv",
     retries: config["execution"]["retries"]
     # the teacher runs alone (every later job needs it): on a CPU it gets every core
     threads: lambda wc: workflow.cores if res(wc.size, "gpu") == 0 else 1
@@ -48,6 +50,8 @@ rule refinetune:
         code=code("finetune"),
     log:
         f"{LOGS}/refinetune/{{size}}/{{dataset}}/{{pvariant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/refinetune/{{size}}/{{dataset}}/{{pvariant}}.tsv",
     retries: config["execution"]["retries"]
     threads: 1
     resources:

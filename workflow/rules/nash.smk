@@ -30,6 +30,8 @@ rule nash:
         code=code("nash"),
     log:
         f"{LOGS}/nash/{{size}}/{{dataset}}/{{nvariant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/nash/{{size}}/{{dataset}}/{{nvariant}}.tsv",
     retries: config["execution"]["retries"]
     threads: 1
     resources:
@@ -68,6 +70,8 @@ rule nash_finetune:
         code=code("finetune"),
     log:
         f"{LOGS}/nash_finetune/{{size}}/{{dataset}}/{{nvariant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/nash_finetune/{{size}}/{{dataset}}/{{nvariant}}.tsv",
     retries: config["execution"]["retries"]
     threads: 1
     resources:

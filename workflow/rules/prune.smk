@@ -13,6 +13,8 @@ rule prune_layers:
         code=code("prune_layers"),
     log:
         f"{LOGS}/prune_layers/{{size}}/{{dataset}}/{{pvariant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/prune_layers/{{size}}/{{dataset}}/{{pvariant}}.tsv",
     resources:
         gpu=0,
         mem_mb=lambda wc: res(wc.size, "mem_mb"),

@@ -35,6 +35,8 @@ rule report:
         code=code("report"),
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCHMARKS}/report.tsv",
     localrule: True
     shell:
         "python -m asymprune.report --eval {input.evals:q} {params.eval_engines} {params.bench}"

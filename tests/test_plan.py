@@ -1,0 +1,168 @@
+"""The grid's bill (asymprune.bill, asymprune.plan): cost model and job enumeration, no torch.
+
+Numbers are derived by hand in the comments; the calibration is a made-up one with round
+values, so every estimate can be checked with pen and paper."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asymprune import bill as B
+from asymprune import plan, workflow_config
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_block_cost_fit_recovers_a_line_in_the_block_counts():
+    # t = 1 + 2 e + 3 d on 6 + 6 blocks: t(6,6) = 31, t(1,6) = 21, t(6,1) = 16
+    k = B.BlockCost.fit(6, 6, full=31.0, one_enc=21.0, one_dec=16.0)
+    assert (k.a, k.b, k.c) == pytest.approx((1.0, 2.0, 3.0))
+    assert k.at(3, 2) == pytest.approx(1 + 6 + 6)
+    with pytest.raises(ValueError, match="two depths"):
+        B.BlockCost.fit(1, 6, 1.0, 1.0, 1.0)
+
+
+def test_optimizer_steps_count_like_the_trainer():
+    # 2,000 examples / 32 = 62.5 -> 63 steps an epoch; half an epoch: ceil(31.5) = 32
+    assert B.optimizer_steps(2000, 32, 0.5, -1) == 32
+    assert B.optimizer_steps(2000, 32, 5.0, -1) == 315
+    assert B.optimizer_steps(2000, 8, 3.0, 160) == 160  # max_steps wins
+
+
+def test_training_and_generation_job_times():
+    # 5 s start + 32 steps x 32 examples x 0.02 s + 100 eval examples x 0.02 / 3
+    assert B.train_job_s(5.0, 32, 32, 0.02, 100) == pytest.approx(5 + 20.48 + 2 / 3)
+    # NASH: each example also runs the teacher forward (0.03 / 3 = 0.01)
+    assert B.train_job_s(5.0, 10, 8, 0.02, 0, teacher_example_s=0.03) == pytest.approx(
+        5 + 80 * 0.03)
+    # 100 documents in batches of 50: 100 x 0.01 s encoder + 2 batches x 64 steps x 0.05 s
+    assert B.generate_job_s(5.0, 100, 50, 0.01, 0.05, 64) == pytest.approx(5 + 1 + 6.4)
+
+
+def test_requests_add_the_stated_margins():
+    # 1 h estimated -> 90 min + 5; 1,000 MB -> 1,300 -> rounded up to 1,500
+    assert B.request(3600, 1000) == (95, 1500)
+    # memory: 100 MB process + 1 M params x 16 B (15.26 MB) + 4 MB x 8 examples
+    assert B.train_mem_mb(100, 2**20, 4, 8) == pytest.approx(100 + 16 + 32)
+
+
+def test_bill_groups_jobs_per_rule_with_gpu_hours_and_the_largest_request():
+    jobs = [B.Job("refinetune", 3600, 1000, 1, "a"), B.Job("refinetune", 1800, 2000, 1, "b"),
+            B.Job("prune_layers", 10, 300, 0, "c")]
+    r, p = B.bill(jobs)
+    assert (r.rule, r.jobs, r.wall_per_job_s, r.total_s, r.gpu_hours) == (
+        "refinetune", 2, 2700, 5400, 1.5)
+    assert (r.runtime_min, r.mem_mb) == (95, 3000)  # the longest job, the largest memory
+    assert (p.gpu_hours, p.runtime_min) == (0, 6)   # ceil(15 / 60) + 5
+
+
+def test_cpu_wall_runs_the_serial_rules_alone_and_spreads_the_rest():
+    rules = B.bill([B.Job("finetune", 100, 1), B.Job("refinetune", 30, 1),
+                    B.Job("refinetune", 50, 1), B.Job("evaluate", 20, 1), B.Job("report", 2, 1)])
+    # 100 + 2 alone, (30 + 50 + 20) / 2 cores
+    assert B.cpu_wall_s(rules, 2) == pytest.approx(102 + 50)
+
+
+def fake_calibration(sizes: dict[str, tuple[int, int]]) -> dict:
+    """Round numbers: every quantity t = 1 + e + d (units), so a variant's cost is its blocks."""
+    def arch(e, d):
+        v = 1.0 + e + d
+        return {"params": v * 1e6, "train_example_s": v * 0.01, "encode_doc_s": v * 0.001,
+                "decode_step_s": v * 0.01, "decode_step_b1_s": v * 0.001,
+                "act_mb_per_example": v}
+    start = {g: {"s": 5.0, "rss_mb": 300.0} for g in
+             ("train", "nash", "infer", "data", "tokenizer", "report")}
+    return {"created": "now", "device": {"kind": "cpu", "name": "test CPU", "cores": 2},
+            "startup": start,
+            "sizes": {s: {"blocks": [e, d], "eval_src": 160, "threads_speedup": 1.5,
+                          "full": arch(e, d), "one_enc": arch(1, d), "one_dec": arch(e, 1)}
+                      for s, (e, d) in sizes.items()}}
+
+
+def load(path: Path) -> workflow_config.Resolved:
+    return workflow_config.load(yaml.safe_load(path.read_text()), SCHEMA)
+
+
+def test_paper_grid_jobs_match_the_dry_run_counts():
+    """The README's 602 jobs: the plan bills all but rule `all` and the 3 architecture-only
+    benchmarks (listed as notes), so 598 once QIWS's sizes are given."""
+    cfg = load(REPO / "config.yaml")
+    cal = fake_calibration({"small": (8, 8), "base": (12, 12), "large": (24, 24)})
+    jobs, notes = plan.estimate(cfg, cal, {"qiws": {"train": 10, "validation": 5, "test": 5}})
+    counts = {}
+    for j in jobs:
+        counts[j.rule] = counts.get(j.rule, 0) + 1
+    assert counts == {"data": 3, "finetune": 9, "prune_layers": 135, "refinetune": 135,
+                      "nash": 54, "nash_finetune": 54, "evaluate": 198, "benchmark": 9,
+                      "report": 1}
+    assert sum(counts.values()) == 598
+    assert any("benchmark_arch" in n for n in notes)
+    # without its sizes, QIWS is not billed, and the notes say so and how to fix it
+    jobs, notes = plan.estimate(cfg, cal, {})
+    assert sum(j.rule == "finetune" for j in jobs) == 6
+    assert any("qiws" in n and "--dataset-size" in n for n in notes)
+
+
+def test_demo_estimates_by_hand():
+    cfg = load(REPO / "configs/demo.yaml")
+    cal = fake_calibration({"tiny": (6, 6)})
+    jobs = {j.key: j for j in plan.estimate(cfg, cal, {})[0]}
+    # teacher: 315 steps x 32 x 0.13 s / 1.5 threads + 100 x 0.13 / 1.5 / 3 + 5 s start
+    ex = 0.13 / 1.5
+    assert jobs["finetune/tiny/news/e6d6"].wall_s == pytest.approx(5 + 315 * 32 * ex + 100 * ex / 3)
+    # e3d6 keeps 3 + 6 blocks: 0.10 s an example; half an epoch = 32 steps
+    assert jobs["refinetune/tiny/news/e3d6"].wall_s == pytest.approx(
+        5 + 32 * 32 * 0.10 + 100 * 0.10 / 3)
+    # NASH-2 keeps the full encoder (6) and 2 decoder blocks: 0.09 student, 0.13 teacher; eval
+    # forward passes of both on 100 validation examples
+    assert jobs["nash/tiny/news/nash-d2-uniform-l0s30"].wall_s == pytest.approx(
+        5 + 160 * 8 * (0.09 + 0.13 / 3) + 100 * 0.09 / 3 + 100 * 0.13 / 3)
+    # evaluate e1d1 (3 units): 100 docs x 0.003 s + 2 batches x min(64, 64) steps x 0.03 s
+    assert jobs["evaluate/tiny/news/e1d1"].wall_s == pytest.approx(5 + 0.3 + 2 * 64 * 0.03)
+
+
+def test_check_compares_estimates_with_snakemake_benchmark_files(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for key, s, cpu in [("refinetune/tiny/news/e3d6", 40.0, 30.0),
+                        ("refinetune/tiny/news/e1d1", 60.0, 50.0)]:
+        path = tmp_path / f"{key}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{s}\t0:00:{int(s)}\t500\t0\t0\t0\t0\t0\t50\t{cpu}\n")
+    jobs = [B.Job("refinetune", 55.0, 0, 0, "refinetune/tiny/news/e3d6"),
+            B.Job("refinetune", 65.0, 0, 0, "refinetune/tiny/news/e1d1"),
+            B.Job("evaluate", 5.0, 0, 0, "evaluate/tiny/news/e3d6")]  # never ran: not compared
+    [(rule, n, est, wall, err, cpu, cerr)] = plan.check(jobs, plan.measured(tmp_path))
+    # 120 estimated vs 100 s wall (+20 %) and 80 s CPU (+50 %)
+    assert (rule, n, est, wall, cpu) == ("refinetune", 2, 120.0, 100.0, 80.0)
+    assert (err, cerr) == pytest.approx((0.2, 0.5))
+
+
+def test_cli_prints_the_bill_and_writes_the_resources_snippet(tmp_path):
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps(fake_calibration({"tiny": (6, 6)})))
+    out = tmp_path / "res.yaml"
+    r = subprocess.run([sys.executable, "-m", "asymprune.plan", "--configfile",
+                        str(REPO / "configs/demo.yaml"), "--calibration", str(cal),
+                        "--resources-out", str(out), "--benchmarks", str(tmp_path / "none")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "refinetune" in r.stdout and "test CPU" in r.stdout
+    res = yaml.safe_load(out.read_text())["set-resources"]
+    # evaluate e6d6 (13 units): 5 + 100 x 0.013 + 2 x 64 x 0.13 = 22.94 s -> ceil(34.4 / 60) + 5
+    assert res["evaluate"] == {"runtime": 6, "mem_mb": 500}
+    r = subprocess.run([sys.executable, "-m", "asymprune.plan", "--configfile",
+                        str(REPO / "configs/demo.yaml"), "--calibration", str(tmp_path / "no")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "--calibrate" in r.stderr
+
+
+def test_the_bill_needs_no_torch():
+    r = subprocess.run([sys.executable, "-c", "import sys, asymprune.plan; "
+                        "print('torch' in sys.modules)"], capture_output=True, text=True)
+    assert r.stdout.strip() == "False", r.stderr
