@@ -90,18 +90,21 @@ def load(path: Path) -> workflow_config.Resolved:
 
 
 def test_paper_grid_jobs_match_the_dry_run_counts():
-    """The README's 602 jobs: the plan bills all but rule `all` and the 3 architecture-only
-    benchmarks (listed as notes), so 598 once QIWS's sizes are given."""
+    """The README's 1,205 jobs: the plan bills all but rule `all` and the 3 architecture-only
+    benchmarks (listed as notes), so 1,201 once QIWS's sizes are given."""
     cfg = load(REPO / "config.yaml")
     cal = fake_calibration({"small": (8, 8), "base": (12, 12), "large": (24, 24)})
     jobs, notes = plan.estimate(cfg, cal, {"qiws": {"train": 10, "validation": 5, "test": 5}})
     counts = {}
     for j in jobs:
         counts[j.rule] = counts.get(j.rule, 0) + 1
+    # `snakemake -n` on config.yaml: NASH-2/3/4 + 3 baselines on 9 size/data sets, plus NASH-3
+    # -rel on small (3 data sets); 198 + 3 evaluations; 2 more engines scored and 22 models
+    # exported per size/data set (the -rel ones are neither: common.smk's all_variants())
     assert counts == {"data": 3, "finetune": 9, "prune_layers": 135, "refinetune": 135,
-                      "nash": 54, "nash_finetune": 54, "evaluate": 198, "benchmark": 9,
-                      "report": 1}
-    assert sum(counts.values()) == 598
+                      "nash": 57, "nash_finetune": 57, "evaluate": 201, "benchmark": 9,
+                      "evaluate_engine": 396, "ct2_export": 198, "report": 1}
+    assert sum(counts.values()) == 1205 - 3 - 1  # less benchmark_arch x 3 and rule all
     assert any("benchmark_arch" in n for n in notes)
     # without its sizes, QIWS is not billed, and the notes say so and how to fix it
     jobs, notes = plan.estimate(cfg, cal, {})
@@ -120,9 +123,9 @@ def test_demo_estimates_by_hand():
     assert jobs["refinetune/tiny/news/e3d6"].wall_s == pytest.approx(
         5 + 32 * 32 * 0.10 + 100 * 0.10 / 3)
     # NASH-2 keeps the full encoder (6) and 2 decoder blocks: 0.09 student, 0.13 teacher; eval
-    # forward passes of both on 100 validation examples
+    # forward passes of both on 100 validation examples; the demo runs 320 NASH-stage steps
     assert jobs["nash/tiny/news/nash-d2-uniform-l0s30"].wall_s == pytest.approx(
-        5 + 160 * 8 * (0.09 + 0.13 / 3) + 100 * 0.09 / 3 + 100 * 0.13 / 3)
+        5 + 320 * 8 * (0.09 + 0.13 / 3) + 100 * 0.09 / 3 + 100 * 0.13 / 3)
     # evaluate e1d1 (3 units): 100 docs x 0.003 s + 2 batches x min(64, 64) steps x 0.03 s
     assert jobs["evaluate/tiny/news/e1d1"].wall_s == pytest.approx(5 + 0.3 + 2 * 64 * 0.03)
 

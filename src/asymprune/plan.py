@@ -38,7 +38,9 @@ HUB_SPLITS = {
     ("EdinburghNLP/xsum", None): {"train": 204_045, "validation": 11_332, "test": 11_334},
 }
 NOT_MODELLED = ("downloads of hub models and data sets, the compiled engine's compilation "
-                "(benchmark), drawing the report (start-up only)")
+                "(benchmark), drawing the report and converting to CTranslate2 (start-up "
+                "only), CTranslate2's own decoding speed (evaluate_engine and ct2-* benchmark "
+                "cells are billed at eager's)")
 
 
 def split_sizes(spec: S.Data, override: dict[str, int] | None) -> dict[str, int] | None:
@@ -156,8 +158,12 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
                     f"prune_layers/{size}/{d}/{v}"))
                 jobs.append(train("refinetune", f"refinetune/{size}/{d}/{v}", cfg.refinetune, e,
                                   dd, n))
-            nt = cfg.nash_train
-            for v in cfg.nash_variants + cfg.baseline_variants:
+            for v in cfg.trained_variants(size):
+                if v in cfg.variants:
+                    continue
+                released = V.protocol(v) == "released"
+                nt = cfg.nash_train_released if released else cfg.nash_train
+                nft = cfg.nash_finetune_released if released else cfg.nash_finetune
                 e, dd = depth_blocks(v, n_enc, n_dec, strategy)
                 steps = B.optimizer_steps(min(n["train"], nt.max_train_samples or n["train"]),
                                           nt.effective_batch_size, nt.epochs, nt.max_steps)
@@ -172,17 +178,31 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
                        + k["params"].at(n_enc, n_dec) * 4 / 2**20)
                 jobs.append(B.Job("nash", wall, mem, gpus, f"nash/{size}/{d}/{v}"))
                 jobs.append(train("nash_finetune", f"nash_finetune/{size}/{d}/{v}",
-                                  cfg.nash_finetune, e, dd, n))
-            finals = cfg.variants + cfg.nash_variants + cfg.baseline_variants
+                                  nft, e, dd, n))
             n_test = min(n[ev.split], ev.max_samples or n[ev.split])
-            for v in finals:
+
+            def generate(rule, key, v):
                 e, dd = depth_blocks(v, n_enc, n_dec, strategy)
                 enc_s = k["encode_doc_s"].at(e, dd) * ev.max_source_length / scal["eval_src"]
                 wall = B.generate_job_s(start["infer"]["s"], n_test, ev.batch_size, enc_s,
                                         k["decode_step_s"].at(e, dd), gen_tokens)
-                jobs.append(B.Job("evaluate", wall, B.infer_mem_mb(
-                    base["infer"], int(k["params"].at(e, dd))), one_gpu,
-                    f"evaluate/{size}/{d}/{v}"))
+                jobs.append(B.Job(rule, wall, B.infer_mem_mb(
+                    base["infer"], int(k["params"].at(e, dd))), one_gpu, key))
+
+            for v in cfg.trained_variants(size):
+                generate("evaluate", f"evaluate/{size}/{d}/{v}", v)
+            # the workflow's other engines score and benchmark the variants of every size
+            # (common.smk: eval_engine_outputs, bench_models)
+            finals = cfg.trained_variants()
+            for v in finals:
+                for engine in ev.engines:  # billed at eager's speed: see NOT_MODELLED
+                    generate("evaluate_engine", f"evaluate_engine/{size}/{d}/{v}/{engine}", v)
+            ct2 = [e for e in list(ev.engines) + (list(bench.engines) if bench.enabled else [])
+                   if e.startswith("ct2-")]
+            for v in (finals if ct2 else []):
+                e, dd = depth_blocks(v, n_enc, n_dec, strategy)
+                jobs.append(B.Job("ct2_export", start["infer"]["s"], B.infer_mem_mb(
+                    base["infer"], int(k["params"].at(e, dd))), 0, f"ct2_export/{size}/{d}/{v}"))
             if bench.enabled:
                 wall = start["infer"]["s"]
                 params = 0

@@ -216,6 +216,16 @@ class Resolved:
     baseline_variants: list[str]
     depths: dict[str, tuple[int, int] | None] = field(default_factory=dict)
 
+    def trained_variants(self, size: str | None = None) -> list[str]:
+        """Depth variants, NASH variants and equal-budget baselines: those trained for ``size``,
+        or (None) those trained for every size. A -rel variant (NASH's released protocol) runs
+        only on ``nash.released.sizes`` when that is set. The workflow's rules and the planner
+        both ask here, so the jobs billed are the jobs run."""
+        sizes = self.config["nash"]["released"]["sizes"]
+        nash = [v for v in self.nash_variants
+                if V.protocol(v) == "paper" or sizes is None or (size is not None and size in sizes)]
+        return self.variants + nash + self.baseline_variants
+
 
 def load(cfg: dict, schema_path: str | Path) -> Resolved:
     """Validate ``cfg`` (filled with defaults in place) and build every stage's settings."""

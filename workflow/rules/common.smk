@@ -191,19 +191,11 @@ def bench_json(size, dataset, variant):
     return f"{RESULTS}/bench/{BENCH_DEVICE}/{size}/{dataset}/{variant}.json"
 
 
-# sizes the -rel variants (NASH's released protocol) run on; None: every size
-RELEASED_SIZES = config["nash"]["released"]["sizes"]
-
-
 def all_variants(size=None):
-    """Depth variants, NASH variants and equal-budget baselines: those trained for ``size``,
-    or (None) those trained for every size. A benchmark job's outputs are one list for all
-    sizes, so a -rel variant limited to some sizes (nash.released.sizes) is evaluated there
-    but not benchmarked: it has its paper twin's depth and encoder budget."""
-    nash = [v for v in NASH_VARIANTS
-            if variants.protocol(v) == "paper" or RELEASED_SIZES is None
-            or (size is not None and size in RELEASED_SIZES)]
-    return VARIANTS + nash + BASELINE_VARIANTS
+    """Every trained variant for ``size`` (None: for every size). A benchmark job's outputs are
+    one list for all sizes, so a -rel variant limited to some sizes (nash.released.sizes) is
+    evaluated there but not benchmarked: it has its paper twin's depth and encoder budget."""
+    return CFG.trained_variants(size)
 
 
 def ct2_dir(size, dataset, variant):

@@ -14,6 +14,8 @@ rule ct2_export:
         code=code("ct2"),
     log:
         f"{LOGS}/ct2/{{size}}/{{dataset}}/{{variant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/ct2_export/{{size}}/{{dataset}}/{{variant}}.tsv",
     threads: 1
     resources:
         mem_mb=lambda wc: res(wc.size, "mem_mb"),

@@ -50,6 +50,8 @@ rule evaluate_engine:
         code=code("evaluate"),
     log:
         f"{LOGS}/evaluate_engine/{{size}}/{{dataset}}/{{variant}}/{{engine}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate_engine/{{size}}/{{dataset}}/{{variant}}/{{engine}}.tsv",
     threads: 1
     resources:
         gpu=lambda wc: res(wc.size, "gpu"),
