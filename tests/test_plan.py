@@ -122,7 +122,7 @@ def test_demo_estimates_by_hand():
     # NASH-2 keeps the full encoder (6) and 2 decoder blocks: 0.09 student, 0.13 teacher; eval
     # forward passes of both on 100 validation examples
     assert jobs["nash/tiny/news/nash-d2-uniform-l0s30"].wall_s == pytest.approx(
-        5 + 160 * 8 * (0.09 + 0.13 / 3) + 100 * 0.09 / 3 + 100 * 0.13 / 3)
+        5 + 320 * 8 * (0.09 + 0.13 / 3) + 100 * 0.09 / 3 + 100 * 0.13 / 3)
     # evaluate e1d1 (3 units): 100 docs x 0.003 s + 2 batches x min(64, 64) steps x 0.03 s
     assert jobs["evaluate/tiny/news/e1d1"].wall_s == pytest.approx(5 + 0.3 + 2 * 64 * 0.03)
 
