@@ -136,6 +136,21 @@ def test_a_half_written_checkpoint_is_set_aside_and_the_previous_one_resumed(
     assert [h["step"] for h in history if "loss" in h] == [1, 2, 4, 5, 6]
 
 
+def test_a_run_killed_after_its_last_checkpoint_trains_no_further(news_dir, tiny_tokenizer_dir,
+                                                                  tmp_path):
+    # 64 examples, 16 per step: 4 steps per epoch, so step 6 ends in the middle of epoch 2
+    steps = ["--max-steps", "6", "--save-steps", "2"]
+    ref, ck = tmp_path / "ref", tmp_path / "ck"
+    assert finetune.main(argv(news_dir, tiny_tokenizer_dir, ref, ck, *steps)) == 0
+    # the same job again, as after a kill between the final checkpoint and the model folder
+    out = tmp_path / "out"
+    assert finetune.main(argv(news_dir, tiny_tokenizer_dir, out, ck, *steps)) == 0
+    side = json.loads((out / "sidecar.json").read_text())
+    assert side["resumed_from"] == str(ck / "checkpoint-6")
+    assert side["metrics"]["global_step"] == 6   # not 7
+    assert (out / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+
+
 def _run(args, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "asymprune.finetune", *args], env=env,

@@ -79,6 +79,16 @@ class GuardedTrainer(Seq2SeqTrainer):
         run_dir = super()._get_output_dir(trial)
         return str(staging_dir(Path(run_dir))) if self._staging else run_dir
 
+    def _run_epoch(self, *args, **kwargs):
+        # Resumed from the last step's checkpoint (killed after the final save, before the
+        # model folder): nothing is left to train. The Trainer would still run one step of the
+        # epoch it resumes into when max_steps is no whole number of epochs (transformers
+        # 5.24: 9 steps at 4 per epoch resume into epoch 3 and train a 10th).
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def _save_checkpoint(self, model, trial):
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
