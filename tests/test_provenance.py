@@ -14,9 +14,9 @@ def test_code_hash_changes_with_the_stage_and_its_imports_only(tmp_path):
     pkg = tmp_path / "asymprune"
     shutil.copytree(provenance.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     before = {s: provenance.stage_code_hash(s, pkg) for s in ("evaluate", "finetune", "data")}
-    (pkg / "rouge.py").write_text((pkg / "rouge.py").read_text() + "\n# edited\n")
+    (pkg / "records.py").write_text((pkg / "records.py").read_text() + "\n# edited\n")
     after = {s: provenance.stage_code_hash(s, pkg) for s in ("evaluate", "finetune", "data")}
-    assert after["evaluate"] != before["evaluate"]  # evaluate imports rouge
+    assert after["evaluate"] != before["evaluate"]  # evaluate imports records
     assert after["finetune"] == before["finetune"]
     assert after["data"] == before["data"]
 
