@@ -123,3 +123,21 @@ def test_nash_final_norm_measures_before_and_after_the_final_layer_norm(tiny_tok
     assert r["decoder"]["pairs"] == [0.0] * 6 and r["encoder"]["pairs"] == [0.0] * 6
     assert r["encoder"]["last_after_final_norm"] == 0.0
     assert r["decoder"]["last_after_final_norm"] > 0 and r["decoder"]["last_share_after"] == 1.0
+
+
+def test_profile_shares_group_compiled_graphs_and_count_matrix_products():
+    spec = importlib.util.spec_from_file_location("profile_step", REPO / "bench/profile_step.py")
+    ps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ps)
+
+    class Ev:  # what torch.profiler's key_averages() yields: key, own CPU us, calls
+        def __init__(self, key, us, count):
+            self.key, self.self_cpu_time_total, self.count = key, us, count
+
+    events = [Ev("aten::mm", 6000, 10), Ev("aten::addmm", 1000, 2), Ev("aten::softmax", 500, 4),
+              Ev("## Call CompiledFxGraph abc ##", 1500, 1),
+              Ev("## Call CompiledFxGraph xyz ##", 1000, 1)]
+    total, matmul, rows = ps.shares(events)
+    # 6 + 1 + 0.5 + 1.5 + 1 = 10 ms in all, 7 of it in mm/addmm; both graphs on one row
+    assert (total, matmul) == (10.0, 7.0)
+    assert rows[:2] == [("aten::mm", 6.0, 10), ("compiled graph (fused kernels)", 2.5, 2)]
