@@ -650,3 +650,17 @@ def test_quality_per_engine_and_precision_sits_next_to_the_main_evaluation():
     with pytest.raises(ValueError, match="scored twice"):
         T.quality_frame(ev, T.engine_eval_frame([("x.json", {
             **eval_json("small", "cnndm", "e6d6"), "identical_share": 1.0})]))
+
+
+def test_a_report_where_every_cell_is_disturbed_still_writes_its_tables(tmp_path, caplog):
+    """A busy machine can flag every timing: the report then writes every table with its †s,
+    draws no latency figure (saying why) and recommends nothing; it does not crash."""
+    every = [(p, m, e, bs) for p, m, _, sizes in PROTOCOLS for e in ENGINES for bs in sizes]
+    flagged = {("small", d, v): every for d in ("cnndm",) for v in VARIANTS}
+    flagged.update({("small", None, v): every for v in VARIANTS})
+    files = write_inputs(tmp_path, disturbed=flagged, sizes=("small",), datasets=("cnndm",))
+    out = run_report(tmp_path, files)
+    speed = out / "tables" / "speed_cpu_paper_fixed_eager_small_cnndm.csv"
+    assert row(speed, "e6d3")["BS1 speedup disturbed"]
+    assert not list((out / "figures").glob("fig1_*"))
+    assert "all of its" in caplog.text and "cells are disturbed" in caplog.text
