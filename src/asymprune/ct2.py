@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from asymprune import settings
+from asymprune.artifacts import atomic_dir
 from asymprune.modeling import LAYER_SHAPES_KEY, load_model, load_tokenizer
 from asymprune.provenance import make_sidecar, read_json, write_json
 
@@ -282,12 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.time()
     model = load_model(args.model, "fp32").eval()
-    info = export_model(model, load_tokenizer(args.model), args.output_dir)
     model_sidecar = args.model / "sidecar.json"
-    write_json(args.output_dir / "sidecar.json", make_sidecar(
-        "ct2", {k: str(v) for k, v in vars(args).items()}, wall_time_s=time.time() - t0,
-        model_sidecar=read_json(model_sidecar) if model_sidecar.is_file() else None,
-        **info))
+    # written whole into a temporary folder and renamed into place: a kill mid-export leaves
+    # no folder that looks finished (the sidecar, the rule's output, comes last inside it)
+    with atomic_dir(args.output_dir) as tmp:
+        info = export_model(model, load_tokenizer(args.model), tmp)
+        write_json(tmp / "sidecar.json", make_sidecar(
+            "ct2", {k: str(v) for k, v in vars(args).items()}, wall_time_s=time.time() - t0,
+            model_sidecar=read_json(model_sidecar) if model_sidecar.is_file() else None,
+            **info))
     log.info("exported %s to %s (%s)", args.model, args.output_dir, info)
     return 0
 
