@@ -9,13 +9,15 @@ import pytest
 from asymprune import records as R
 
 NASH_SIDECAR = {"stage": "nash", "variant": "nash-d2-uniform-l0s30", "protocol": "paper",
-                "target_sparsity": 0.3,
-                "reached_sparsity": 0.3047, "expected_sparsity_final": 0.2939,
-                "mask_sparsity_before_adjustment": 0.2891, "adjustment_units_removed": 4,
-                "adjustment_units_restored": 1, "gates_missed_target": False,
-                "kept": {"encoder_blocks": [0, 1, 2, 3, 4, 5], "decoder_blocks": [0, 5]},
-                "parameters": {"pruned": 456789}, "training": {"steps": 320},
-                "batch": {"effective": 8}}
+                # the NASH stage writes its facts as the record the report reads, one name each
+                "facts": {"variant": "nash-d2-uniform-l0s30", "protocol": "paper",
+                          "target_sparsity": 0.3, "reached_sparsity": 0.3047,
+                          "gates_expected_sparsity": 0.2939,
+                          "mask_sparsity_before_adjustment": 0.2891, "units_removed": 4,
+                          "units_restored": 1, "gates_missed_target": False,
+                          "encoder_blocks": [0, 1, 2, 3, 4, 5], "decoder_blocks": [0, 5],
+                          "parameters": 456789},
+                "training": {"steps": 320}, "batch": {"effective": 8}}
 
 
 def finetune(parent, steps=32, effective=32):
