@@ -698,3 +698,11 @@ def test_the_default_report_writes_only_registered_names(default_report):
     for f in side["files"]:
         folder, name = f.split("/")
         assert name.startswith(tables if folder == "tables" else figures), f
+
+
+def test_help_lists_every_registered_output(capsys):
+    from asymprune.report.__main__ import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert outputs.listing() in capsys.readouterr().out

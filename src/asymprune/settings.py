@@ -402,7 +402,7 @@ class Report:
         None, "recommend the best-quality variant whose latency is within this budget "
               "(at batch_size, fixed mode, per engine)", gt=0)
     quality_floor: Optional[float] = setting(
-        None, "recommend the fastest variant that keeps at least this R-2 retention (% of "
+        None, "recommend the fastest variant that keeps at least this R-2 retention (percent of "
               "the teacher's R-2)", gt=0)
     batch_size: int = setting(1, "batch size the recommendation and the Pareto front use",
                               ge=1)
