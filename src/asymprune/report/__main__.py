@@ -7,6 +7,7 @@ import argparse
 import logging
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +30,8 @@ log = logging.getLogger("asymprune.report")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m asymprune.report", description=f"{USAGE}\nOutputs:\n{outputs.listing()}",
+    p = argparse.ArgumentParser(prog="python -m asymprune.report",
+                                description=f"{USAGE}\nOutputs:\n{outputs.listing()}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--eval", nargs="*", type=Path, default=[],
                    help="eval JSON sidecars (metrics + size/dataset/variant)")
@@ -87,59 +89,78 @@ def rerun_command(list_file: Path, files: list[str], configfiles: list[str]) -> 
     return f"{command} $(cat {listed})"
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = parse_args(argv)
-    start = time.time()
-    base = args.baseline
-    variant_key(base)
-    budget, floor, batch_size = args.latency_budget_ms, args.quality_floor, args.batch_size
+@dataclass
+class Inputs:
+    """The sidecars as frames (``report.read``), the benchmarks judged (``tables.judge``)."""
+
+    eval_records: list[R.Record]
+    ev: pd.DataFrame | None
+    eng: pd.DataFrame | None
+    bench: pd.DataFrame | None
+    arch: pd.DataFrame | None
+
+
+@dataclass
+class Results:
+    """All the report's math, before any file is touched."""
+
+    tables: dict[str, pd.DataFrame]           # file name (outputs.TABLES) -> table
+    sp: pd.DataFrame | None                   # trained models' cells with speedups
+    arch_sp: pd.DataFrame | None              # architecture-only cells with speedups
+    paretos: dict[tuple[str, str], pd.DataFrame]
+    recommendation: pd.DataFrame | None
+    disturbed: list[str]                      # benchmark files with a disturbed cell
+    rerun: str | None                         # the command that reruns them
+
+
+def read_inputs(args: argparse.Namespace) -> Inputs:
     thresholds = (args.max_spread, args.max_foreign_load)  # the disturbed judgement
-
     eval_records = R.load(args.eval)
-    ev = R.eval_frame(eval_records) if args.eval else None
-    eng = R.engine_eval_frame(R.load(args.eval_engines)) if args.eval_engines else None
-    bench = (T.judge(R.bench_frame(R.load(args.bench)), *thresholds) if args.bench
-             else None)
-    arch = (T.judge(R.bench_frame(R.load(args.bench_arch), with_dataset=False), *thresholds)
-            if args.bench_arch else None)
+    return Inputs(
+        eval_records=eval_records,
+        ev=R.eval_frame(eval_records) if args.eval else None,
+        eng=R.engine_eval_frame(R.load(args.eval_engines)) if args.eval_engines else None,
+        bench=(T.judge(R.bench_frame(R.load(args.bench)), *thresholds) if args.bench
+               else None),
+        arch=(T.judge(R.bench_frame(R.load(args.bench_arch), with_dataset=False), *thresholds)
+              if args.bench_arch else None))
 
-    # All the math first: a missing baseline fails before any file is touched.
+
+def compute(args: argparse.Namespace, inp: Inputs) -> Results:
+    """Every table, named from the registry; a missing baseline fails here, before any file
+    is touched."""
+    base, ev, eng, bench = args.baseline, inp.ev, inp.eng, inp.bench
+    budget, floor, batch_size = args.latency_budget_ms, args.quality_floor, args.batch_size
     tabs: dict[str, pd.DataFrame] = {}
+
+    def put(kind: str, tables: dict) -> None:
+        for key, t in tables.items():
+            tabs[TABLES[kind].name(key if isinstance(key, tuple) else (key,))] = t
+
     sp = arch_sp = recommendation = None
     paretos: dict[tuple[str, str], pd.DataFrame] = {}
     if ev is not None:
-        for dataset, t in T.retention_tables(ev, base).items():
-            tabs[TABLES["retention"].name((dataset,))] = t
-        for (size, dataset), t in T.detail_tables(ev, base, bench).items():
-            tabs[TABLES["detail"].name((size, dataset))] = t
-        for (size, dataset), t in T.nash_tables(eval_records, ev, base).items():
-            tabs[TABLES["nash"].name((size, dataset))] = t
+        put("retention", T.retention_tables(ev, base))
+        put("detail", T.detail_tables(ev, base, bench))
+        put("nash", T.nash_tables(inp.eval_records, ev, base))
     if eng is not None:
-        for (size, dataset), t in T.precision_tables(ev, eng, base).items():
-            tabs[TABLES["precision"].name((size, dataset))] = t
+        put("precision", T.precision_tables(ev, eng, base))
     if bench is not None:
         sp = T.speed_frame(ev, bench, base)
-        for key, t in S.speed_tables(sp, base).items():
-            tabs[TABLES["speed"].name(key)] = t
-        for key, t in S.summary_tables(sp, base).items():
-            tabs[TABLES["speedup_summary"].name(key)] = t
-        for key, t in S.engine_tables(sp, base).items():
-            tabs[TABLES["speedup_by_engine"].name(key)] = t
-        for key, t in S.engine_ratio_tables(sp, base).items():
-            tabs[TABLES["compiled_vs_eager"].name(key)] = t
+        put("speed", S.speed_tables(sp, base))
+        put("speedup_summary", S.summary_tables(sp, base))
+        put("speedup_by_engine", S.engine_tables(sp, base))
+        put("compiled_vs_eager", S.engine_ratio_tables(sp, base))
         paretos = D.pareto_tables(sp, ev, batch_size, base, eng)
-        for (size, dataset), t in paretos.items():
-            tabs[TABLES["pareto"].name((size, dataset))] = t
+        put("pareto", paretos)
         recommendation = D.recommendation_table(paretos, budget, floor, batch_size, base)
         tabs[TABLES["recommendation"].name()] = recommendation
     elif budget is not None or floor is not None:
         log.warning("report.latency_budget_ms / report.quality_floor are set but there are no "
                     "--bench files (benchmark.enabled false?): no recommendation")
-    if arch is not None:
-        arch_sp = T.arch_frame(arch, base)
-        for key, t in S.arch_tables(arch_sp, base).items():
-            tabs[TABLES["arch_speed"].name(key)] = t
+    if inp.arch is not None:
+        arch_sp = T.arch_frame(inp.arch, base)
+        put("arch_speed", S.arch_tables(arch_sp, base))
     cell_frames = [f for f in (sp, arch_sp) if f is not None]
     if cell_frames:
         tabs[TABLES["benchmark_cells"].name()] = S.cells_table(cell_frames, base)
@@ -150,15 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         tabs[TABLES["benchmark_cells"].name()].attrs["notes"].append(
             f"{len(disturbed)} benchmark files have disturbed cells; rerun them (and this "
             f"report) with: {rerun}")
+    return Results(tabs, sp, arch_sp, paretos, recommendation, disturbed, rerun)
 
-    tables_dir, figures_dir = args.out_dir / "tables", args.out_dir / "figures"
-    tables_dir.mkdir(parents=True, exist_ok=True)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    clear_stale(tables_dir, outputs.table_prefixes(), outputs.TABLE_SUFFIXES)
-    clear_stale(figures_dir, outputs.figure_prefixes(), outputs.FIGURE_SUFFIXES)
-    written: list[Path] = []
-    for name, t in tabs.items():
-        write_table(t, tables_dir, name, written)
+
+def draw_figures(args: argparse.Namespace, ev: pd.DataFrame | None, res: Results,
+                 figures_dir: Path, written: list[Path]) -> None:
+    """Every figure, named from the registry; one whose cells are all disturbed is not
+    drawn (and logged)."""
+    base, budget, floor = args.baseline, args.latency_budget_ms, args.quality_floor
 
     def draw(name: str, n_out: int, points: pd.DataFrame, make) -> None:
         if points.empty:
@@ -170,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in sorted(ev["dataset"].unique()):
             save_figure(figure3(ev, dataset, base), figures_dir,
                         FIGURES["fig3"].name((dataset,)), written)
-    if sp is not None:
-        for key, g in sp.groupby(["device", "protocol", "mode", "engine"], sort=True):
+    if res.sp is not None:
+        for key, g in res.sp.groupby(["device", "protocol", "mode", "engine"], sort=True):
             device, protocol, mode, engine = key
-            what = f"{T.protocol_label(protocol, g)}; {mode} output length; {engine} engine; {device}"
+            what = (f"{T.protocol_label(protocol, g)}; {mode} output length; {engine} engine; "
+                    f"{device}")
             bs = int(g["batch_size"].min())
             points, n_out = plotted_points(g[g["batch_size"] == bs])
             draw(FIGURES["fig1"].name(key), n_out, points,
@@ -187,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             draw(FIGURES["fig5"].name(key), n_out5, points5,
                  lambda: figure5(points5, f"Speedup vs batch size\n({what})\n"
                                           f"{left_out_text(n_out5)}", panels, base))
-    if arch_sp is not None:
-        for key, g in arch_sp.groupby(["device", "protocol", "mode", "engine"], sort=True):
+    if res.arch_sp is not None:
+        for key, g in res.arch_sp.groupby(["device", "protocol", "mode", "engine"], sort=True):
             device, protocol, mode, engine = key
             if g["batch_size"].nunique() < 2:
                 log.info("no architecture-only speedup-vs-batch figure for %s: one batch size",
@@ -196,14 +217,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             points, n_out = plotted_points(g)
             panels = [(s, None) for s in sort_sizes(g["size"])]
-            title = (f"Architecture-only speedup vs batch size\n({T.protocol_label(protocol, g)}; "
-                     f"{mode} output length; {engine} engine; random weights; {device})\n"
-                     f"{left_out_text(n_out)}")
+            title = (f"Architecture-only speedup vs batch size\n"
+                     f"({T.protocol_label(protocol, g)}; {mode} output length; {engine} "
+                     f"engine; random weights; {device})\n{left_out_text(n_out)}")
             draw(FIGURES["fig5_arch"].name(key), n_out, points,
                  lambda: figure5(points, title, panels, base))
-    for (size, dataset), t in paretos.items():
-        rec = recommendation[(recommendation["size"] == size)
-                             & (recommendation["dataset"] == dataset)]
+    rec_table = res.recommendation
+    for (size, dataset), t in res.paretos.items():
+        rec = rec_table[(rec_table["size"] == size) & (rec_table["dataset"] == dataset)]
         chosen = {r["device"]: (r["variant"], r["engine"]) for r in rec.to_dict("records")
                   if r["variant"] is not None and not pd.isna(r["variant"])}
         base_r2 = ev[(ev["size"] == size) & (ev["dataset"] == dataset)
@@ -213,26 +234,50 @@ def main(argv: list[str] | None = None) -> int:
         save_figure(pareto_figure(t, t.attrs["title"], chosen, budget, floor_r2, base),
                     figures_dir, FIGURES["pareto"].name((size, dataset)), written)
 
-    disturbed_list.write_text("".join(f"{f}\n" for f in disturbed))
-    if disturbed:
+
+def log_decisions(res: Results, disturbed_list: Path, any_cells: bool) -> None:
+    if res.disturbed:
         log.warning("%d benchmark files have disturbed cells (listed in %s); rerun them with:\n"
-                    "  %s", len(disturbed), disturbed_list, rerun)
-    elif cell_frames:
+                    "  %s", len(res.disturbed), disturbed_list, res.rerun)
+    elif any_cells:
         log.info("no disturbed benchmark cell")
-    if recommendation is not None:
-        for r in recommendation.to_dict("records"):
+    if res.recommendation is not None:
+        for r in res.recommendation.to_dict("records"):
             log.info("recommendation for %s/%s on %s: %s (%s)", r["size"], r["dataset"],
                      r["device"], f"{r['variant']} on {r['engine']}" if r["variant"] else "none",
                      r["reason"])
 
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    start = time.time()
+    variant_key(args.baseline)
+    inp = read_inputs(args)
+    res = compute(args, inp)
+
+    tables_dir, figures_dir = args.out_dir / "tables", args.out_dir / "figures"
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    clear_stale(tables_dir, outputs.table_prefixes(), outputs.TABLE_SUFFIXES)
+    clear_stale(figures_dir, outputs.figure_prefixes(), outputs.FIGURE_SUFFIXES)
+    written: list[Path] = []
+    for name, t in res.tables.items():
+        write_table(t, tables_dir, name, written)
+    draw_figures(args, inp.ev, res, figures_dir, written)
+
+    disturbed_list = args.out_dir / FILES["disturbed"].name()
+    disturbed_list.write_text("".join(f"{f}\n" for f in res.disturbed))
+    log_decisions(res, disturbed_list, res.sp is not None or res.arch_sp is not None)
     rel = sorted(str(p.relative_to(args.out_dir)) for p in written)
+    recommendation = res.recommendation
     sidecar = make_sidecar(
         "report", vars(args),
         samples={"eval_files": len(args.eval), "eval_engine_files": len(args.eval_engines),
                  "bench_files": len(args.bench),
                  "bench_arch_files": len(args.bench_arch)},
-        wall_time_s=time.time() - start, files=rel, disturbed_benchmarks=disturbed,
-        rerun_disturbed_command=rerun,
+        wall_time_s=time.time() - start, files=rel, disturbed_benchmarks=res.disturbed,
+        rerun_disturbed_command=res.rerun,
         recommendation=([] if recommendation is None
                         else recommendation.astype(object).where(recommendation.notna(), None)
                         .to_dict("records")))
