@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 import transformers
 
-from asymprune.benchmark import build_arch_model, device_name
+from asymprune.benchmark.inputs import build_arch_model
+from asymprune.benchmark.stage import device_name
 from asymprune.engine import generate_with
 from asymprune.flan_t5 import SIZES
 

@@ -32,7 +32,10 @@ from pathlib import Path
 
 import torch
 
-from asymprune import benchmark, ct2, engine
+from asymprune import ct2, engine
+from asymprune.benchmark import inputs as bench_inputs
+from asymprune.benchmark import stage as bench_stage
+from asymprune.benchmark import timing as bench_timing
 from asymprune.engine import generate_with
 from asymprune.flan_t5 import flan_t5_config
 
@@ -129,18 +132,18 @@ def graphs_check(model, device: torch.device) -> dict:
 
 
 def memory_check(size: str, lengths: list[int], device: torch.device, new_tokens: int) -> list:
-    model = benchmark.build_arch_model(size, "e6d6", "auto", 0, device, "fp32")
+    model = bench_inputs.build_arch_model(size, "e6d6", "auto", 0, device, "fp32")
     rows = []
     for n in lengths:
         ids, mask = random_batch(model.config.vocab_size, n, 1, device)
         for e in ("eager", "compiled"):
             generate_with(e, model, ids, mask, max_new_tokens=new_tokens,
                           min_new_tokens=new_tokens)  # the compiled step compiles here
-            before = benchmark.memory_before(device)
+            before = bench_timing.memory_before(device)
             generate_with(e, model, ids, mask, max_new_tokens=new_tokens,
                           min_new_tokens=new_tokens)
             rows.append({"size": size, "source_tokens": n, "engine": e,
-                         "peak_added_mib": benchmark.memory_added(device, e, before),
+                         "peak_added_mib": bench_timing.memory_added(device, e, before),
                          "resident_weights_mib": sum(p.numel() * p.element_size()
                                                      for p in model.parameters()) / 2**20})
     del model
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     device, t0, ok = p["device"], time.time(), True
     models = {"demo": demo_model(TINY_SHAPE if args.dry else DEMO_SHAPE, device)}
     if p["arch"]:
-        models[f"flan-t5-{p['arch']}"] = benchmark.build_arch_model(p["arch"], "e6d6", "auto", 0,
+        models[f"flan-t5-{p['arch']}"] = bench_inputs.build_arch_model(p["arch"], "e6d6", "auto", 0,
                                                                    device, "fp32")
     if "tokens" in args.steps:
         results = [token_check(name, m, device, p["source_lengths"][-1], p["new_tokens"],
@@ -186,20 +189,20 @@ def main(argv: list[str] | None = None) -> int:
             model = models["demo"]
             for n in p["source_lengths"]:
                 ids, mask = random_batch(model.config.vocab_size, n, 1, device)
-                before = benchmark.memory_before(device)
+                before = bench_timing.memory_before(device)
                 generate_with("eager", model, ids, mask, max_new_tokens=p["new_tokens"])
                 rows.append({"size": "demo", "source_tokens": n, "engine": "eager",
-                             "peak_added_mib": benchmark.memory_added(device, "eager", before)})
+                             "peak_added_mib": bench_timing.memory_added(device, "eager", before)})
         write(args.out_dir, "memory.json", rows)
     if "timing" in args.steps:
         arch = p["arch"] or "small"
         variants = ["e6d6", "e6d3", "e6d1"] if not args.dry else ["e6d1"]
-        benchmark.main(["--arch", arch, "--variants", *variants, "--engines", *p["engines"],
+        bench_stage.main(["--arch", arch, "--variants", *variants, "--engines", *p["engines"],
                         "--device", device.type, "--nash-protocol", "false",
                         "--output-dir", str(args.out_dir / "timing"), *p["timing"]])
     write(args.out_dir, "summary.json", {"dry": args.dry, "tokens_ok": ok,
                                          "wall_s": time.time() - t0, "steps": args.steps,
-                                         "device": benchmark.device_name(device)})
+                                         "device": bench_stage.device_name(device)})
     return 0 if ok else 1
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from asymprune.benchmark import build_arch_model
+from asymprune.benchmark.inputs import build_arch_model
 from asymprune.engine import generate_with
 from asymprune.flan_t5 import SIZES
 

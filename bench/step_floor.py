@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from asymprune.benchmark import build_arch_model, device_name
+from asymprune.benchmark.inputs import build_arch_model
+from asymprune.benchmark.stage import device_name
 
 
 def best_ratio(eager_ms: float, encoder_ms: float, new_tokens: int, floor_ms: float) -> float:

@@ -70,7 +70,7 @@ def test_step_floor_arithmetic():
 def test_step_floor_reads_what_a_step_reads_and_prints_the_bound(tmp_path, capsys):
     import torch
 
-    from asymprune.benchmark import build_arch_model
+    from asymprune.benchmark.inputs import build_arch_model
 
     sf = _floor_script()
     model = build_arch_model("small", "e6d1", "auto", 0, torch.device("cpu"), "fp32")

@@ -132,7 +132,7 @@ def test_generate_with_dispatches_and_rejects_beam_search():
     assert ENGINES[:2] == ("eager", "compiled") and "ct2-int8" in ENGINES
     model = _model()
     ids, mask = _batch()
-    kw = dict(max_new_tokens=NEW, use_cache=True)    # what benchmark.py passes
+    kw = dict(max_new_tokens=NEW, use_cache=True)    # what the benchmark passes
     eager = generate_with("eager", model, ids, mask, **kw)
     assert torch.equal(generate_with("compiled", model, ids, mask, num_beams=1, **kw), eager)
     with pytest.raises(ValueError, match="num_beams=2"):

@@ -43,7 +43,7 @@ def test_two_process_ddp_keeps_the_effective_batch_and_writes_once(tiny_tokenize
     assert [h["step"] for h in history] == [1, 2, 3]
     # every optimizer step consumed the effective batch, summed over both processes
     assert all(h["examples"] == 8 for h in history)
-    assert abs(side["reached_sparsity"] - 0.3) <= 0.005
+    assert abs(side["facts"]["reached_sparsity"] - 0.3) <= 0.005
     # the run got past the end-of-training check that both processes hold the same weights,
     # gates and multipliers; the checkpoint holds both processes' RNG states
     state = torch.load(ck / "step-00000003" / "state.pt", weights_only=True)

@@ -175,7 +175,7 @@ def test_deterministic_mask_keeps_expected_counts_when_in_tolerance():
     assert masks[1] == [False] * 3 + [True] * 7
     # kept 2 * 10 + 7 = 27 of 50 -> 0.46
     assert info == {"sparsity_rounded": pytest.approx(0.46), "sparsity": pytest.approx(0.46),
-                    "removed": 0, "restored": 0}
+                    "units_removed": 0, "units_restored": 0}
 
 
 def test_deterministic_mask_prunes_lowest_scores_when_under_pruned():
@@ -183,7 +183,7 @@ def test_deterministic_mask_prunes_lowest_scores_when_under_pruned():
     masks, info = gates.deterministic_masks(groups, sizes, full, target=0.5, tolerance=0.01)
     # 0.46 -> remove FFN 3 (p 0.73) -> 0.48 -> FFN 4 (0.74) -> 0.50
     assert masks[1] == [False] * 5 + [True] * 5 and masks[0] == [True, True, False, False]
-    assert info["removed"] == 2 and info["sparsity"] == pytest.approx(0.5)
+    assert info["units_removed"] == 2 and info["sparsity"] == pytest.approx(0.5)
 
 
 def test_deterministic_mask_restores_highest_scores_when_over_pruned():
@@ -191,7 +191,7 @@ def test_deterministic_mask_restores_highest_scores_when_over_pruned():
     masks, info = gates.deterministic_masks(groups, sizes, full, target=0.2, tolerance=0.01)
     # 0.46 -> FFN 2, 1, 0 back (0.40) -> head 2 (p 0.3, 10 params) back -> 0.20
     assert masks[0] == [True, True, True, False] and masks[1] == [True] * 10
-    assert info["restored"] == 4 and info["sparsity"] == pytest.approx(0.2)
+    assert info["units_restored"] == 4 and info["sparsity"] == pytest.approx(0.2)
 
 
 def test_deterministic_mask_fails_loudly_when_no_unit_fits():

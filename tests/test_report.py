@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from asymprune import report
-from asymprune import tables as T
+from asymprune.report import decide as D
+from asymprune.report import figures as F
+from asymprune.report import order as O
+from asymprune.report import outputs
+from asymprune.report import read as R
+from asymprune.report import render
+from asymprune.report import tables as T
+from asymprune.report.__main__ import rerun_command
 
 SIZES = ("small", "base")
 DATASETS = ("cnndm", "xsum")
@@ -85,25 +92,32 @@ def bench_json(size, dataset, variant, protocols=PROTOCOLS, scale=1.0, disturbed
             for bs in batch_sizes:
                 ms = cell_ms(variant, protocol, mode, engine, bs, scale)
                 flagged = (protocol, mode, engine, bs) in disturbed
-                # the mean is 2 ms above the median (one slower run): speedups must not see it
+                # the mean is 2 ms above the median (one slower run): speedups must not see it.
+                # Raw runs only: the report judges the foreign load (0.31 > report
+                # max_foreign_load 0.1) and the spread (at most 0.2 < max_spread 0.25)
                 results.append({
                     "protocol": protocol, "mode": mode, "engine": engine, "inputs": "real",
                     "batch_size": bs, "num_beams": beams, "mean_ms": ms + 2, "std_ms": 1.0,
                     "median_ms": ms, "min_ms": ms - 1, "max_ms": ms + 7,
-                    "runs_ms": [ms - 1, ms, ms + 7], "spread": 8 / ms,
+                    "runs_ms": [ms - 1, ms, ms + 7], "runs_steps": [4, 4, 4],
+                    "ms_per_step_median": ms / 4, "spread": min(8 / ms, 0.2),
                     "foreign_load": 0.31 if flagged else 0.01, "load_avg_1m_before": 0.2,
-                    "disturbed": flagged,
-                    "disturbed_why": ["foreign load 0.31 > 0.10"] if flagged else [],
                     "new_tokens_mean": 4.0 if mode == "fixed" else 3.5, "new_tokens_max": 4,
-                    "source_tokens_mean": 16.0, "peak_memory_mb": None})
+                    "source_tokens_mean": 16.0, "peak_memory_mb": None, "peak_memory_of": None})
     out = {"stage": "benchmark", "size": size, "variant": variant, "device_label": "cpu",
-           "device_name": "synthetic", "dtype": "fp32",
+           "device_name": "synthetic", "dtype": "fp32", "inputs": "real", "source_tokens": 16,
            "model_source": "model" if dataset else "arch", "encoder_layers": e,
            "decoder_layers": d, "params": 1000 * (e + 2 * d), "torch_threads": 1,
+           "load_avg_1m_end": 0.2, "ct2_export": None,
            "timed_with": list(VARIANTS), "results": results}
     if dataset is not None:
         out["dataset"] = dataset
     return out
+
+
+def judged(benches, **kw):
+    """Benchmark sidecars -> the report's frame with its judgement (default thresholds)."""
+    return T.judge(R.bench_frame(benches, **kw), 0.25, 0.1)
 
 
 def write_inputs(tmp_path, skip=(), disturbed=None, sizes=SIZES, datasets=DATASETS):
@@ -245,9 +259,9 @@ def test_report_tables_and_figures(default_report):
 
 
 def test_speedup_uses_the_median_not_the_mean():
-    frame = T.bench_frame([("a.json", bench_json("small", "cnndm", "e6d6")),
+    frame = judged([("a.json", bench_json("small", "cnndm", "e6d6")),
                            ("b.json", bench_json("small", "cnndm", "e6d3"))])
-    sp = T.speed_frame(T.eval_frame([("c", eval_json("small", "cnndm", v))
+    sp = T.speed_frame(R.eval_frame([("c", eval_json("small", "cnndm", v))
                                      for v in ("e6d6", "e6d3")]), frame)
     cell = sp[(sp["variant"] == "e6d3") & (sp["protocol"] == "paper") & (sp["mode"] == "fixed")
               & (sp["engine"] == "eager") & (sp["batch_size"] == 1)].iloc[0]
@@ -272,7 +286,7 @@ def test_a_disturbed_cell_is_marked_in_every_table_and_left_out_of_figures(tmp_p
              for c in line.strip("|").split("|")]
     assert "40.00†" in cells and "2.50†" in cells and "100.00" in cells
     assert "† disturbed:" in md
-    assert "† e6d3 small/cnndm, paper protocol, fixed length, eager, BS1: foreign load 0.31 > 0.10" in md
+    assert "† e6d3 small/cnndm, paper protocol, fixed length, eager, BS1: foreign load 0.31 > 0.1" in md
     assert "40.00†" in Path(f"{speed}.html").read_text()
     # the same cell elsewhere: summary, engines side by side, compiled/eager, all cells, Pareto
     assert row(tables / "speedup_summary_cpu_paper_fixed_eager.csv",
@@ -285,17 +299,17 @@ def test_a_disturbed_cell_is_marked_in_every_table_and_left_out_of_figures(tmp_p
                "e6d3")["BS1 compiled/eager disturbed"]
     cells = row(tables / "benchmark_cells.csv", "e6d3", size="small", dataset="cnndm",
                 protocol="paper", mode="fixed", engine="eager", **{"batch size": 1})
-    assert cells["disturbed"] and cells["disturbed why"] == "foreign load 0.31 > 0.10"
+    assert cells["disturbed"] and cells["disturbed why"] == "foreign load 0.31 > 0.1"
     pareto = row(tables / "pareto_small_cnndm.csv", "e6d3", engine="eager")
     assert pareto["disturbed"] and not pareto["on_front"]
     # another data set's table shows no † and no footnote
     assert "†" not in (tables / "speed_cpu_paper_fixed_eager_small_xsum.md").read_text()
 
     # the figure data: the flagged cell is not among the points
-    bench = T.bench_frame([(f, json.loads(Path(f).read_text())) for f in files["bench"]])
-    ev = T.eval_frame([(f, json.loads(Path(f).read_text())) for f in files["eval"]])
+    bench = judged([(f, json.loads(Path(f).read_text())) for f in files["bench"]])
+    ev = R.eval_frame([(f, json.loads(Path(f).read_text())) for f in files["eval"]])
     sp = T.speed_frame(ev, bench)
-    points, n_out = report.plotted_points(sp)
+    points, n_out = F.plotted_points(sp)
     assert n_out == 1 and len(points) == len(sp) - 1
     assert not ((points["variant"] == "e6d3") & (points["size"] == "small")
                 & (points["dataset"] == "cnndm") & (points["engine"] == "eager")
@@ -317,9 +331,9 @@ def test_a_disturbed_baseline_marks_every_speedup_of_its_key(tmp_path):
     t = pd.read_csv(out / "tables/speed_cpu_paper_fixed_compiled_small_cnndm.csv")
     assert not t["BS1 speedup disturbed"].any()
 
-    bench = T.bench_frame([(f, json.loads(Path(f).read_text())) for f in files["bench"]])
-    ev = T.eval_frame([(f, json.loads(Path(f).read_text())) for f in files["eval"]])
-    points, n_out = report.plotted_points(T.speed_frame(ev, bench))
+    bench = judged([(f, json.loads(Path(f).read_text())) for f in files["bench"]])
+    ev = R.eval_frame([(f, json.loads(Path(f).read_text())) for f in files["eval"]])
+    points, n_out = F.plotted_points(T.speed_frame(ev, bench))
     assert n_out == len(VARIANTS)  # the whole key: all 6 variants' speedups left out
 
 
@@ -341,11 +355,11 @@ def test_disturbed_benchmarks_list_and_the_rerun_command(tmp_path, caplog):
 
 def test_the_rerun_command_names_the_config_and_survives_paths_with_spaces(tmp_path):
     list_file = tmp_path / "my reports" / "disturbed_benchmarks.txt"
-    cmd = report.rerun_command(list_file, ["my results/micro/bench/cpu/x/e6d6.json"],
+    cmd = rerun_command(list_file, ["my results/micro/bench/cpu/x/e6d6.json"],
                                ["my run.yaml"])
     assert cmd == (f"xargs -d '\\n' -a '{list_file}' snakemake --configfile 'my run.yaml' "
                    f"--cores all --forcerun")
-    cmd = report.rerun_command(list_file, ["results/demo/bench/cpu/x/e6d6.json"],
+    cmd = rerun_command(list_file, ["results/demo/bench/cpu/x/e6d6.json"],
                                ["configs/demo.yaml"])
     assert cmd == (f"snakemake --configfile configs/demo.yaml --cores all --forcerun "
                    f"$(cat '{list_file}')")
@@ -356,7 +370,7 @@ def test_pareto_front_on_hand_made_points():
     # quality but slower (dominated); F a tie with C (both on the front)
     pts = {"A": (10, 12.0), "B": (30, 14.0), "C": (20, 15.0), "D": (40, 19.0), "E": (50, 19.0),
            "F": (20, 15.0)}
-    front = dict(zip(pts, T.pareto_front(list(pts.values()))))
+    front = dict(zip(pts, D.pareto_front(list(pts.values()))))
     assert front == {"A": True, "B": False, "C": True, "D": True, "E": False, "F": True}
 
 
@@ -373,19 +387,19 @@ def pareto_cells(disturbed=()):
 def test_recommendation_under_budget_floor_both_and_neither():
     cells = pareto_cells()
     # budget 50 ms: e6d3 (R-2 19.0), e3d3, e6d1, e1d1 fit; the best R-2 is e6d3
-    assert T.recommend(cells, 50, None)[0] == "e6d3"
+    assert D.recommend(cells, 50, None)[0] == "e6d3"
     # floor 80 %: R-2 >= 16.0 -> e6d6, e6d3, e3d3; the fastest is e3d3 (35 ms)
-    assert T.recommend(cells, None, 80)[0] == "e3d3"
+    assert D.recommend(cells, None, 80)[0] == "e3d3"
     # both: <= 30 ms and >= 70 % (R-2 14.0): only e6d1 (20 ms, 75 %)
-    variant, reason = T.recommend(cells, 30, 70)
+    variant, reason = D.recommend(cells, 30, 70)
     assert variant == "e6d1" and "median <= 30 ms and R-2 retention >= 70 %" in reason
     # nothing meets both
-    variant, reason = T.recommend(cells, 15, 90)
+    variant, reason = D.recommend(cells, 15, 90)
     assert variant is None and "none of 5 undisturbed variants" in reason
-    variant, reason = T.recommend(cells, None, None)
+    variant, reason = D.recommend(cells, None, None)
     assert variant is None and "neither report.latency_budget_ms nor" in reason
     # a disturbed cell is never recommended: e6d3 disturbed -> the best within 50 ms is e3d3
-    variant, reason = T.recommend(pareto_cells(disturbed={"e6d3"}), 50, None)
+    variant, reason = D.recommend(pareto_cells(disturbed={"e6d3"}), 50, None)
     assert variant == "e3d3" and "1 disturbed or not evaluated left out" in reason
 
 
@@ -484,7 +498,7 @@ def test_old_benchmark_json_is_an_error_naming_the_key():
     obj = bench_json("small", "cnndm", "e6d6")
     del obj["results"][0]["engine"]
     with pytest.raises(ValueError, match=r"results\[0\] has no 'engine'"):
-        T.bench_frame([("x.json", obj)])
+        judged([("x.json", obj)])
 
 
 def test_missing_eval_baseline_is_an_error(tmp_path):
@@ -516,7 +530,7 @@ def test_missing_metric_is_an_error():
     obj = eval_json("small", "cnndm", "e6d6")
     del obj["metrics"]["rougeLsum"]
     with pytest.raises(ValueError, match="rougeLsum"):
-        T.eval_frame([("x.json", obj)])
+        R.eval_frame([("x.json", obj)])
 
 
 def test_paper_arithmetic():
@@ -527,20 +541,20 @@ def test_paper_arithmetic():
 
 
 def test_variant_order_and_groups():
-    assert T.sort_variants(["nash-d3-uniform-l0s30", "e1d1", "e6d6", "nash-d2-low-l0s30",
+    assert O.sort_variants(["nash-d3-uniform-l0s30", "e1d1", "e6d6", "nash-d2-low-l0s30",
                             "e3d6", "e6d2", "nash-d2-uniform-l0s30"]) == [
         "e6d6", "e6d2", "e3d6", "e1d1", "nash-d2-low-l0s30", "nash-d2-uniform-l0s30",
         "nash-d3-uniform-l0s30"]
-    assert [T.variant_group(v) for v in ("e6d6", "e6d2", "e3d6", "e2d2", "e3d5", "nash-d2-high-none")] == [
+    assert [O.variant_group(v) for v in ("e6d6", "e6d2", "e3d6", "e2d2", "e3d5", "nash-d2-high-none")] == [
         "baseline", "decoder", "encoder", "both", "other", "nash"]
     with pytest.raises(ValueError, match="is neither e"):
-        T.variant_key("e7d6")
+        O.variant_key("e7d6")
 
 
 def test_retention_against_a_zero_baseline_is_undefined_not_a_number_made_up():
     import math
 
-    from asymprune import tables
+    from asymprune.report import tables
 
     assert math.isnan(tables.retention(3.0, 0.0))
     assert math.isnan(tables.impact(3.0, 0.0))
@@ -576,7 +590,7 @@ def test_nash_table_compares_at_equal_budget():
     recs = _eval_records([("e6d3-kd", 18.5, record("e6d3", phases=twin)),
                           ("e6d3-ce", 18.2, record("e6d3", phases=[
                               dict(NASH_PHASES[0], variant="e6d3-ce"), NASH_PHASES[1]]))])
-    ev = T.eval_frame(recs)
+    ev = R.eval_frame(recs)
     t = T.nash_tables(recs, ev)[("small", "cnndm")]
     # NASH-3 first, then its twins (kd before ce), then the re-fine-tuned e6d3; e3d3 (3 decoder
     # blocks, half the encoder, no twin) and the other depths are not NASH's comparison
@@ -598,7 +612,7 @@ def test_nash_table_shows_both_protocols_with_their_examples():
     recs = _eval_records([(rel, 19.5, record("e6d3", dict(NASH_FACTS, variant=rel,
                                                          protocol="released"), phases)),
                           ("e6d3-kd", 18.5, record("e6d3", phases=twin))])
-    t = T.nash_tables(recs, T.eval_frame(recs))[("small", "cnndm")]
+    t = T.nash_tables(recs, R.eval_frame(recs))[("small", "cnndm")]
     assert list(t["variant"]) == ["nash-d3-uniform-l0s30", rel, "e6d3-kd", "e6d3"]
     assert list(t["protocol"]) == ["paper", "released", "paper", ""]
     assert list(t["examples"]) == [3584, 160 * 16 + 128 * 8, 3584, 1024]
@@ -609,8 +623,8 @@ def test_gates_that_missed_the_target_are_marked():
     nash = next(o for _, o in recs if o["variant"].startswith("nash-"))
     nash["record"]["nash"] = dict(NASH_FACTS, gates_expected_sparsity=0.36,
                                   gates_missed_target=True)
-    t = T.nash_tables(recs, T.eval_frame(recs))[("small", "cnndm")]
-    md = report.to_markdown(t)
+    t = T.nash_tables(recs, R.eval_frame(recs))[("small", "cnndm")]
+    md = render.to_markdown(t)
     assert "36.00†" in md and "gate_miss_tolerance: nash-d3-uniform-l0s30" in md
 
 
@@ -619,19 +633,19 @@ def test_nash_eval_without_its_record_is_an_error():
     nash = next(o for _, o in recs if o["variant"].startswith("nash-"))
     nash["record"]["nash"] = None
     with pytest.raises(ValueError, match="without the NASH stage's facts"):
-        T.nash_tables(recs, T.eval_frame(recs))
+        T.nash_tables(recs, R.eval_frame(recs))
     del nash["record"]
     with pytest.raises(ValueError, match="record has no 'record'|must be an object"):
-        T.nash_tables(recs, T.eval_frame(recs))
+        T.nash_tables(recs, R.eval_frame(recs))
     nash["record"] = record("nash-d3-uniform-l0s30", dict(NASH_FACTS, reached_sparsity=30.5))
     with pytest.raises(ValueError, match=r"record.nash.reached_sparsity must be a fraction"):
-        T.nash_tables(recs, T.eval_frame(recs))
+        T.nash_tables(recs, R.eval_frame(recs))
 
 
 def test_quality_per_engine_and_precision_sits_next_to_the_main_evaluation():
-    ev = T.eval_frame([(f"{v}.json", eval_json("small", "cnndm", v)) for v in ("e6d6", "e6d3")])
+    ev = R.eval_frame([(f"{v}.json", eval_json("small", "cnndm", v)) for v in ("e6d6", "e6d3")])
     # int8 by hand: e6d6 R-2 19.0 (95 % of 20.0), 9 of 10 documents as eager; e6d3 17.1 (85.5 %)
-    eng = T.engine_eval_frame([
+    eng = R.engine_eval_frame([
         (f"{v}-int8.json", {**eval_json("small", "cnndm", v), "engine": "ct2-int8",
                             "metrics": {**eval_json("small", "cnndm", v)["metrics"],
                                         "rouge2": r2}, "identical_share": share})
@@ -648,7 +662,7 @@ def test_quality_per_engine_and_precision_sits_next_to_the_main_evaluation():
     assert q[("e6d3", "compiled")] == 18.0 and q[("e6d3", "ct2-int8")] == 17.1
     assert ("e6d3", "ct2-float32") not in q.index
     with pytest.raises(ValueError, match="scored twice"):
-        T.quality_frame(ev, T.engine_eval_frame([("x.json", {
+        T.quality_frame(ev, R.engine_eval_frame([("x.json", {
             **eval_json("small", "cnndm", "e6d6"), "identical_share": 1.0})]))
 
 
@@ -664,3 +678,31 @@ def test_a_report_where_every_cell_is_disturbed_still_writes_its_tables(tmp_path
     assert row(speed, "e6d3")["BS1 speedup disturbed"]
     assert not list((out / "figures").glob("fig1_*"))
     assert "all of its" in caplog.text and "cells are disturbed" in caplog.text
+
+
+def test_every_registered_output_is_listed_in_the_docs_as_generated():
+    """One registry names every output: the stage's files, its stale-file cleaning and
+    docs/report.md (regenerate with `python -m asymprune.report.outputs`)."""
+    doc = (Path(__file__).resolve().parents[1] / "docs/report.md").read_text()
+    assert outputs.listing() in doc
+    every = [*outputs.TABLES.values(), *outputs.FIGURES.values(), *outputs.FILES.values()]
+    assert all(o.pattern in doc for o in every)
+    assert "precision_" in outputs.table_prefixes() and "fig3_" in "".join(
+        outputs.figure_prefixes())
+
+
+def test_the_default_report_writes_only_registered_names(default_report):
+    side = json.loads((default_report / "report.json").read_text())
+    tables = outputs.table_prefixes()
+    figures = outputs.figure_prefixes()
+    for f in side["files"]:
+        folder, name = f.split("/")
+        assert name.startswith(tables if folder == "tables" else figures), f
+
+
+def test_help_lists_every_registered_output(capsys):
+    from asymprune.report.__main__ import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert outputs.listing() in capsys.readouterr().out

@@ -72,7 +72,7 @@ def test_schema_defaults_are_the_dataclass_defaults():
 
 
 @pytest.mark.parametrize("module,cls", [("finetune", S.Training), ("evaluate", S.Evaluate),
-                                        ("benchmark", S.Benchmark), ("data", S.Data)])
+                                        ("benchmark.stage", S.Benchmark), ("data", S.Data)])
 def test_stage_flags_are_generated_from_the_dataclass(module, cls):
     import importlib
 

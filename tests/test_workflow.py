@@ -242,6 +242,28 @@ def test_changing_an_evaluation_setting_reruns_evaluation_and_report_only(micro_
     assert counts == {}, counts
 
 
+@pytest.mark.parametrize("change, expected", [
+    # the disturbed judgement is the report's: a threshold reruns no timing
+    (lambda c: c.setdefault("report", {}).update(max_spread=0.5), {"report": 1}),
+    (lambda c: c.setdefault("report", {}).update(max_foreign_load=0.5), {"report": 1}),
+    # workflow-only keys are not in a benchmark job's params: a new architecture adds its
+    # own job, and the trained models' benchmark is not timed again
+    (lambda c: c["benchmark"].update(arch_only=["small"]), {"benchmark_arch": 1, "report": 1}),
+    # a further engine to score adds its evaluations; the main ones stay
+    (lambda c: c["evaluate"].update(engines=["ct2-int8", "ct2-float32"]),
+     {"evaluate_engine": len(MICRO_MODELS), "report": 1}),
+])
+def test_a_report_threshold_or_a_workflow_only_key_reruns_no_timing(micro_run, tmp_path,
+                                                                    change, expected):
+    cfg = copy.deepcopy(MICRO_RUN)
+    change(cfg)
+    rc, out = dry(micro_run, write_config(tmp_path / "changed.yaml", cfg))
+    assert rc == 0, out
+    counts = job_counts(out)
+    counts.pop("all", None)
+    assert counts == expected, counts
+
+
 def _copy_of_the_code(tmp_path) -> tuple[Path, dict]:
     copy_root = tmp_path / "code"
     shutil.copytree(REPO / "workflow", copy_root / "workflow")

@@ -39,7 +39,7 @@ STAGE_IMPORTS = {          # start-up of a job = importing its stage module in a
     "infer": "asymprune.evaluate",   # also prune_layers and benchmark: the same imports
     "data": "asymprune.data",
     "tokenizer": "asymprune.tokenizer",
-    "report": "asymprune.report",
+    "report": "asymprune.report.__main__",  # the stage (the package itself imports nothing)
 }
 
 

@@ -191,20 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.output, make_sidecar(
         "evaluate", {**vars(args), "tag": tags}, samples={"eval": len(rows)},
         wall_time_s=time.time() - t0,
-        metrics=metrics,
-        metrics_ci95=ci95,
-        engine=args.engine,
-        identical_share=(identical_share(predictions, rows, args.reference_predictions)
-                         if args.reference_predictions is not None else None),
+        # what the report reads (asymprune.records.EvalRecord): metrics, engine and the typed
+        # record of how the model was made (budget after the teacher, the NASH stage's facts)
+        **records.EvalRecord(
+            engine=args.engine, metrics=metrics, metrics_ci95=ci95,
+            identical_share=(identical_share(predictions, rows, args.reference_predictions)
+                             if args.reference_predictions is not None else None),
+            record=records.model_record(model_sidecar, len(model.encoder.block),
+                                        len(model.decoder.block))).to_dict(),
         generation_time_s=generation_time_s,
         model_layers={"encoder": len(model.encoder.block), "decoder": len(model.decoder.block)},
         parameters=count_parameters(model),
         generation_config=model.generation_config.to_diff_dict(),
         model_sidecar=model_sidecar,  # provenance; the report reads `record`
-        # the typed record of how the model was made (asymprune.records): budget after the
-        # teacher, and what the NASH stage reached
-        record=records.model_record(model_sidecar, len(model.encoder.block),
-                                    len(model.decoder.block)).to_dict(),
         **tags))
     print(" ".join(f"{k}={v:.2f}" for k, v in metrics.items()) + f" (n={len(rows)})")
     return 0

@@ -16,7 +16,7 @@ rule benchmark:
         launch=single_gpu_launcher(1 if BENCH["device"] == "cuda" else 0),
         models=bench_model_flags,
         outdir=lambda wc, output: os.path.dirname(output[0]),
-        settings=settings_json(CFG.benchmark),
+        settings=stage_settings_json(CFG.benchmark),
         device_label=BENCH_DEVICE,
         code=code("benchmark"),
     log:
@@ -46,7 +46,7 @@ rule benchmark_arch:
         launch=single_gpu_launcher(1 if BENCH["device"] == "cuda" else 0),
         variants=" ".join(VARIANTS),
         outdir=lambda wc, output: os.path.dirname(output[0]),
-        settings=settings_json(CFG.benchmark),
+        settings=stage_settings_json(CFG.benchmark),
         device_label=BENCH_DEVICE,
         code=code("benchmark"),
     log:

@@ -1,4 +1,5 @@
 # Helpers, config validation and the list of final outputs. Included first by the Snakefile.
+import dataclasses
 import json
 import os
 import shlex
@@ -58,6 +59,16 @@ def settings_json(obj):
     """A stage's settings block as one JSON argument. Rules insert it with `{params.x:q}`
     (shell-quoted); as a param it also reruns the stage when a setting changes."""
     return settings.to_json(obj)
+
+
+def stage_settings_json(obj):
+    """Only the settings the stage itself reads, as `settings_json`: workflow-only keys
+    (benchmark.enabled and arch_only, evaluate.engines; `stage=False` in asymprune.settings)
+    are left out, so that as a param they rerun no job whose work they do not change (a
+    timing, a score). The stage would drop them from --settings anyway."""
+    values = settings.as_dict(obj)
+    return json.dumps({f.name: values[f.name] for f in dataclasses.fields(obj)
+                       if f.metadata["stage"]}, sort_keys=True, separators=(",", ":"))
 
 
 def configfile_args():

@@ -13,7 +13,7 @@ rule evaluate:
         # one process, one GPU (pinned when execution.pin_gpus), whatever gpus_per_job says
         launch=lambda wc: single_gpu_launcher(res(wc.size, "gpu")),
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
-        settings=settings_json(CFG.evaluate),
+        settings=stage_settings_json(CFG.evaluate),
         ct2=lambda wc: ct2_flag(wc, CFG.evaluate.engine),
         code=code("evaluate"),
     log:
@@ -44,7 +44,7 @@ rule evaluate_engine:
     params:
         launch=lambda wc: single_gpu_launcher(res(wc.size, "gpu")),
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
-        settings=settings_json(CFG.evaluate),
+        settings=stage_settings_json(CFG.evaluate),
         engine=lambda wc: shlex.join(["--engine", wc.engine]),
         ct2=lambda wc: ct2_flag(wc, wc.engine),
         code=code("evaluate"),

@@ -135,7 +135,8 @@ def deterministic_masks(groups: Sequence[torch.Tensor], unit_params: Sequence[in
        unit whose return does not undershoot ``target - tolerance`` is restored. Small FFN units
        make the band reachable; if no unit fits, it is an error, not a silent miss.
 
-    Returns (masks, info) with info = {"sparsity_rounded", "sparsity", "removed", "restored"}.
+    Returns (masks, info) with info = {"sparsity_rounded", "sparsity", "units_removed",
+    "units_restored"}.
     """
     if len(groups) != len(unit_params):
         raise ValueError("one unit size per gate group")
@@ -171,4 +172,4 @@ def deterministic_masks(groups: Sequence[torch.Tensor], unit_params: Sequence[in
             raise ValueError(f"cannot reach sparsity {target} +- {tolerance}: no pruned unit is "
                              f"small enough (at {sparsity(kept, full_params):.4f})")
     return masks, {"sparsity_rounded": rounded, "sparsity": sparsity(kept, full_params),
-                   "removed": removed, "restored": restored}
+                   "units_removed": removed, "units_restored": restored}

@@ -95,6 +95,7 @@ from asymprune.nash.masking import (DecoderGates, DecoderMasks, EncoderGates, En
                                     masks_from_indices)
 from asymprune.nash.params import EncoderDims, encoder_prunable_params, sparsity
 from asymprune.nash.prune import encoder_widths, fold_decoder_gates, prune_encoder
+from asymprune import records
 from asymprune.provenance import make_sidecar, write_json
 from asymprune.surgery import keep_blocks
 
@@ -409,10 +410,10 @@ def sparsity_report(expected: float, info: dict, target: float, miss_tolerance: 
 
     ``gates_missed_target`` judges the gates alone (before the deterministic mask moves units
     to meet the budget), e.g. target 0.30, expected 0.27, tolerance 0.02: missed (3 points)."""
-    return {"expected_sparsity_final": expected,
+    return {"gates_expected_sparsity": expected,
             "mask_sparsity_before_adjustment": info["sparsity_rounded"],
-            "adjustment_units_removed": info["removed"],
-            "adjustment_units_restored": info["restored"],
+            "units_removed": info["units_removed"],
+            "units_restored": info["units_restored"],
             "gates_missed_target": abs(expected - target) > miss_tolerance}
 
 
@@ -828,7 +829,7 @@ class NashRecipe:
                             "adjustment removed %d / restored %d units to reach %.4f",
                             expected, 100 * abs(expected - args.target_sparsity),
                             args.target_sparsity, args.gate_miss_tolerance,
-                            info["sparsity_rounded"], info["removed"], info["restored"],
+                            info["sparsity_rounded"], info["units_removed"], info["units_restored"],
                             info["sparsity"])
         factors = (self.dec_gate_module.fold_factors()
                    if self.dec_gate_module is not None else None)
@@ -883,15 +884,20 @@ class NashRecipe:
                 samples={"train": len(self.train_data), "validation": len(self.valid_data)},
                 wall_time_s=time.time() - self.t0,
                 variant=args.variant,
-                target_sparsity=args.target_sparsity,
-                reached_sparsity=reached,
+                # what the report reads (asymprune.records.NashFacts), each fact one name
+                facts=records.NashFacts(
+                    variant=args.variant, protocol=args.protocol,
+                    target_sparsity=args.target_sparsity, reached_sparsity=reached,
+                    gates_expected_sparsity=report.get("gates_expected_sparsity"),
+                    mask_sparsity_before_adjustment=report.get(
+                        "mask_sparsity_before_adjustment"),
+                    units_removed=report.get("units_removed"),
+                    units_restored=report.get("units_restored"),
+                    gates_missed_target=report.get("gates_missed_target"),
+                    encoder_blocks=tuple(self.enc_blocks), decoder_blocks=tuple(self.dec_blocks),
+                    parameters=count_parameters(student)).to_dict(),
                 sparsity_definition="1 - kept / teacher's encoder prunable parameters "
                                     "(heads 4*d_model*d_kv, FFN units (3 if gated else 2)*d_model)",
-                expected_sparsity_final=report.get("expected_sparsity_final"),
-                mask_sparsity_before_adjustment=report.get("mask_sparsity_before_adjustment"),
-                adjustment_units_removed=report.get("adjustment_units_removed"),
-                adjustment_units_restored=report.get("adjustment_units_restored"),
-                gates_missed_target=report.get("gates_missed_target"),
                 masked_vs_pruned_max_abs_diff=mask_check,
                 protocol=args.protocol,
                 selection=self.selection_record(),
