@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from asymprune import settings as S
+from asymprune import settings_io as IO
 from asymprune import variants as V
 from asymprune import workflow_config as W
 
@@ -111,14 +112,19 @@ def test_nash_stage_flags_are_generated_from_the_dataclass():
     assert _fields(S.NashTrain) <= dests
 
 
-def test_resolve_merges_defaults_json_and_flags():
+def test_parse_merges_defaults_json_and_flags():
     p = argparse.ArgumentParser()
-    S.add_arguments(p, S.Training)
-    args = p.parse_args(["--settings", '{"epochs": 2, "learning_rate": 0.5}',
-                         "--learning-rate", "0.25"])
-    t = S.resolve(S.Training, args, p)
+    p.add_argument("--output")
+    IO.add_arguments(p, S.Training)
+    args, t = IO.parse(p, S.Training, ["--settings", '{"epochs": 2, "learning_rate": 0.5}',
+                                       "--learning-rate", "0.25", "--output", "o"])
     assert (t.epochs, t.learning_rate, t.precision) == (2, 0.25, "bf16")
-    assert args.learning_rate == 0.25 and not hasattr(args, "settings")
+    # the stage's own arguments stay apart from its settings, which are frozen
+    assert vars(args) == {"output": "o", "config_key": None}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.learning_rate = 1.0
+    # what a sidecar records: both
+    assert IO.record(args, t)["learning_rate"] == 0.25 and IO.record(args, t)["output"] == "o"
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -132,11 +138,11 @@ def test_resolve_merges_defaults_json_and_flags():
     (["--effective-batch-size", "60"], "--effective-batch-size: 60 is not a multiple of "
                                        "setting per_device_batch_size 8"),
 ])
-def test_resolve_errors_name_the_config_key_or_flag(argv, message, capsys):
+def test_parse_errors_name_the_config_key_or_flag(argv, message, capsys):
     p = argparse.ArgumentParser()
-    S.add_arguments(p, S.Training)
+    IO.add_arguments(p, S.Training)
     with pytest.raises(SystemExit):
-        S.resolve(S.Training, p.parse_args(argv), p)
+        IO.parse(p, S.Training, argv)
     assert message in capsys.readouterr().err
 
 
@@ -326,3 +332,12 @@ def test_nash_blocks():
     assert V.parse_nash("nash-d2-low-layerss30").blocks(6, 6) == ((0, 1, 3, 5), (0, 1))
     with pytest.raises(ValueError, match="keeps 4 decoder blocks but the model has only 3"):
         V.parse_nash("nash-d4-high-none").blocks(6, 3)
+
+
+def test_training_and_nash_train_share_their_common_fields():
+    shared = {f.name: f for f in dataclasses.fields(S.Optimisation)}
+    for cls in (S.Training, S.NashTrain):
+        assert issubclass(cls, S.Optimisation)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name, f in shared.items():
+            assert fields[name].default == f.default and fields[name].metadata == f.metadata

@@ -4,7 +4,8 @@
 ``snakemake -n`` with a message naming its config key, instead of failing hours later:
 
 1. the JSON schema (``workflow/schemas/config.schema.yaml``, its stage blocks generated from
-   ``asymprune.settings`` and its variant patterns from ``asymprune.variants``);
+   ``asymprune.settings`` by ``asymprune.settings_io`` and its variant patterns from
+   ``asymprune.variants``);
 2. every merged block a stage will get (``refinetune`` over ``finetune``, ``nash.finetune`` over
    ``finetune``, ``nash.train``, ``evaluate``, ``benchmark``, each data set over ``data``),
    with the cross-field checks of its dataclass;
@@ -31,20 +32,21 @@ import jsonschema
 import yaml
 
 from asymprune import settings as S
+from asymprune import settings_io as IO
 from asymprune import variants as V
 from asymprune.flan_t5 import FLAN_T5, HUB_IDS
 
 # generated parts of the schema: `$ref: "#/definitions/<name>"` in the YAML points here
 DEFINITIONS = {
-    "training": lambda: S.block_schema(S.Training),
-    "training_overrides": lambda: S.block_schema(S.Training, defaults=False),
-    "nash_train": lambda: S.block_schema(S.NashTrain),
-    "nash_train_overrides": lambda: S.block_schema(S.NashTrain, defaults=False),
-    "evaluate": lambda: S.block_schema(S.Evaluate),
-    "benchmark": lambda: S.block_schema(S.Benchmark),
-    "report": lambda: S.block_schema(S.Report),
-    "data": lambda: S.block_schema(S.Data, S.DATA_SHARED),
-    "dataset": lambda: S.block_schema(
+    "training": lambda: IO.block_schema(S.Training),
+    "training_overrides": lambda: IO.block_schema(S.Training, defaults=False),
+    "nash_train": lambda: IO.block_schema(S.NashTrain),
+    "nash_train_overrides": lambda: IO.block_schema(S.NashTrain, defaults=False),
+    "evaluate": lambda: IO.block_schema(S.Evaluate),
+    "benchmark": lambda: IO.block_schema(S.Benchmark),
+    "report": lambda: IO.block_schema(S.Report),
+    "data": lambda: IO.block_schema(S.Data, S.DATA_SHARED),
+    "dataset": lambda: IO.block_schema(
         S.Data, tuple(f for f in S.Data.__dataclass_fields__ if f not in S.DATA_SHARED)),
     "depth_variant": lambda: {"type": "string", "pattern": V.DEPTH_PATTERN,
                               "description": V.DEPTH_GRAMMAR},
@@ -74,8 +76,6 @@ def config_schema(path: str | Path) -> dict:
 
 def _message(e: jsonschema.ValidationError) -> str:
     path = list(e.absolute_path)
-    if e.validator == "additionalProperties":
-        return e.message.replace("Additional properties are not allowed", "unknown key(s)")
     if e.validator == "pattern" and e.schema.get("pattern") in (V.DEPTH_PATTERN, V.NASH_PATTERN):
         try:
             V.parse(e.instance)
@@ -87,7 +87,7 @@ def _message(e: jsonschema.ValidationError) -> str:
         return f"{e.instance!r} is the teacher itself: it has no equal-budget twin"
     if e.validator == "oneOf" and path[:1] == ["variants"]:
         return f"{e.instance!r} is neither 'all' nor a list of {V.DEPTH_GRAMMAR}"
-    return e.message + (S._type_hint(e.instance, e.schema) if e.validator == "type" else "")
+    return IO.schema_message(e)
 
 
 def _fill_defaults(schema: dict, instance: dict) -> None:
@@ -242,8 +242,8 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
 
     def build(cls, layers):
         try:
-            return cls.__name__, S.build(cls, layers)
-        except S.SettingsError as e:
+            return cls.__name__, IO.build(cls, layers)
+        except IO.SettingsError as e:
             problems.extend(str(e).splitlines())
             return cls.__name__, None
 

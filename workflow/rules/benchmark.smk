@@ -41,7 +41,7 @@ rule benchmark_arch:
         expand(f"{RESULTS}/bench_arch/{BENCH_DEVICE}/{{arch}}/{{archvariant}}.json",
                archvariant=VARIANTS, allow_missing=True),
     wildcard_constraints:
-        arch="|".join(settings.FLAN_SIZES),
+        arch="|".join(flan_t5.SIZES),
     params:
         launch=single_gpu_launcher(1 if BENCH["device"] == "cuda" else 0),
         variants=" ".join(VARIANTS),

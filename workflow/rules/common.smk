@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from asymprune import settings, variants, workflow_config
+from asymprune import flan_t5, settings, settings_io, variants, workflow_config
 from asymprune.provenance import stage_code_hash
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -30,7 +30,7 @@ DATASETS = list(config["datasets"])
 VARIANTS = CFG.variants
 NASH_VARIANTS = CFG.nash_variants
 BASELINE_VARIANTS = CFG.baseline_variants
-BENCH = settings.as_dict(CFG.benchmark)
+BENCH = settings_io.as_dict(CFG.benchmark)
 BENCH_DEVICE = BENCH["device"]
 BENCH_CT2 = any(e.startswith("ct2-") for e in BENCH["engines"])
 # engines the evaluation scores besides its main one (evaluate.engines)
@@ -57,7 +57,7 @@ os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.enviro
 def settings_json(obj):
     """A stage's settings block as one JSON argument. Rules insert it with `{params.x:q}`
     (shell-quoted); as a param it also reruns the stage when a setting changes."""
-    return settings.to_json(obj)
+    return settings_io.to_json(obj)
 
 
 def configfile_args():
