@@ -147,8 +147,8 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
             if "init_config" in spec:
                 jobs.append(B.Job("tokenizer", start["tokenizer"]["s"], base["tokenizer"], 0,
                                   f"tokenizer/{size}/{d}"))
-            jobs.append(train("finetune", f"finetune/{size}/{d}/e6d6", cfg.finetune, n_enc, n_dec,
-                              n, teacher_speedup))
+            jobs.append(train("finetune", f"finetune/{size}/{d}/{V.TEACHER}", cfg.finetune,
+                              n_enc, n_dec, n, teacher_speedup))
             for v in cfg.variants:
                 if v == V.TEACHER:
                     continue

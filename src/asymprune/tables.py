@@ -23,12 +23,12 @@ from typing import Any
 
 import pandas as pd
 
-from asymprune import records, variants
+from asymprune import flan_t5, records, variants
 
 # Eval JSON "metrics" key -> column label of the paper's tables, in the paper's column order.
 METRICS: dict[str, str] = {"rouge1": "R-1", "rouge2": "R-2", "rougeLsum": "RSL",
                            "rougeL": "R-L", "gen_len": "GenL"}
-SIZE_ORDER = ("small", "base", "large")
+SIZE_ORDER = flan_t5.SIZES   # small, base, large
 GROUPS = variants.GROUPS
 NAME_RE = re.compile(r"^[A-Za-z0-9._+-]+$")  # labels end up in file names
 # Labels of a benchmark cell (each also a part of file names) and its numbers; with the batch

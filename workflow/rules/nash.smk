@@ -24,7 +24,7 @@ rule nash:
         key=lambda wc: ("nash.released.train" if variants.protocol(wc.nvariant) == "released"
                         else "nash.train"),
         selection=lambda wc: ("" if wc.nvariant.startswith("nash-") else
-                              shlex.join(["--sixths-selection", config["layer_selection"]])),
+                              shlex.join(["--layer-selection", config["layer_selection"]])),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "nash"),
         out=lambda wc, output: os.path.dirname(output[0]),
         code=code("nash"),

@@ -9,7 +9,7 @@ rule prune_layers:
     params:
         teacher=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
         out=lambda wc: f"{RESULTS}/models/{wc.size}/{wc.dataset}/{wc.pvariant}/pruned",
-        strategy=config["layer_selection"],
+        layer_selection=config["layer_selection"],
         code=code("prune_layers"),
     log:
         f"{LOGS}/prune_layers/{{size}}/{{dataset}}/{{pvariant}}.log",
@@ -20,4 +20,4 @@ rule prune_layers:
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
     shell:
         "python -m asymprune.prune_layers --model {params.teacher:q} --variant {wildcards.pvariant}"
-        " --strategy {params.strategy} --output {params.out:q} > {log:q} 2>&1"
+        " --layer-selection {params.layer_selection} --output {params.out:q} > {log:q} 2>&1"

@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"floor((L-1)/(k-1) j), encoder heads + FFN units L0-pruned to 30 %%; "
                         f"or an equal-budget baseline, {variants.BASELINE_GRAMMAR}, e.g. "
                         f"e6d2-kd: e6d2's blocks trained here without gates")
-    m.add_argument("--sixths-selection", choices=SIXTHS_STRATEGIES, default="auto",
+    m.add_argument("--layer-selection", choices=SIXTHS_STRATEGIES, default="auto",
                    help="for an equal-budget baseline: how sixths become blocks (the "
                         "workflow's layer_selection; default %(default)s)")
     d = p.add_argument_group("data")
@@ -538,7 +538,7 @@ class NashRecipe:
         self.teacher = load_model(args.teacher).to(self.device).eval().requires_grad_(False)
         self.dims = EncoderDims.from_config(self.teacher.config)
         n_enc, n_dec = len(self.teacher.encoder.block), len(self.teacher.decoder.block)
-        self.enc_blocks, self.dec_blocks = student_blocks(args.variant, args.sixths_selection, n_enc,
+        self.enc_blocks, self.dec_blocks = student_blocks(args.variant, args.layer_selection, n_enc,
                                                           n_dec)
         self.student = keep_blocks(copy.deepcopy(self.teacher), self.enc_blocks,
                                    self.dec_blocks).train().requires_grad_(True)
