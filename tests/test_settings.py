@@ -18,6 +18,7 @@ from asymprune import workflow_config as W
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+TEMPLATE = REPO / "workflow/schemas/config.schema.in.yaml"
 PAPER = yaml.safe_load((REPO / "config.yaml").read_text())
 MICRO = yaml.safe_load((REPO / "configs/micro.yaml").read_text())
 
@@ -48,7 +49,7 @@ def test_schema_keys_equal_the_dataclass_fields(path):
     node = _resolve(schema, node)
     assert set(node["properties"]) == _fields(BLOCKS[path])
     # bounds and defaults come from the dataclass, not from a second copy in the YAML
-    raw = yaml.safe_load(SCHEMA.read_text())
+    raw = yaml.safe_load(TEMPLATE.read_text())
     for key in path:
         raw = raw["properties"][key]
     assert "$ref" in raw and "properties" not in raw
@@ -343,3 +344,29 @@ def test_training_and_nash_train_share_their_common_fields():
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for name, f in shared.items():
             assert fields[name].default == f.default and fields[name].metadata == f.metadata
+
+
+# ---- the committed schema and the layering of blocks
+
+
+def test_the_committed_schema_is_what_the_generator_writes():
+    """workflow/schemas/config.schema.yaml is generated (`make schema`); the workflow reads
+    it as committed, so it must be current."""
+    assert SCHEMA.read_text() == W.schema_text(TEMPLATE), (
+        "workflow/schemas/config.schema.yaml is stale: run `make schema` "
+        "(python -m asymprune.workflow_config --write-schema) and commit it")
+    assert W.config_schema(SCHEMA) == W.generate_schema(TEMPLATE)
+
+
+def test_schema_enums_come_from_the_constants():
+    from asymprune.flan_t5 import SIZES as FLAN_SIZES
+    from asymprune.layers import SIXTHS_STRATEGIES
+
+    defs = W.config_schema(SCHEMA)["definitions"]
+    assert defs["layer_selection"]["enum"] == list(SIXTHS_STRATEGIES)
+    assert defs["baseline_objective"]["enum"] == list(V.BASELINE_OBJECTIVES)
+    assert defs["teacher"]["const"] == V.TEACHER
+    assert defs["benchmark"]["properties"]["arch_only"]["items"]["enum"] == list(FLAN_SIZES)
+    # nothing copied by hand into the template
+    template = TEMPLATE.read_text()
+    assert "enum" not in template and "e6d6}" not in template

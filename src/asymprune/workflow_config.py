@@ -3,9 +3,9 @@
 ``common.smk`` calls :func:`load` while Snakemake parses the workflow, so a wrong value stops
 ``snakemake -n`` with a message naming its config key, instead of failing hours later:
 
-1. the JSON schema (``workflow/schemas/config.schema.yaml``, its stage blocks generated from
-   ``asymprune.settings`` by ``asymprune.settings_io`` and its variant patterns from
-   ``asymprune.variants``);
+1. the JSON schema (``workflow/schemas/config.schema.yaml``: committed, complete, generated
+   by :func:`schema_text` from ``config.schema.in.yaml``, its stage blocks from
+   ``asymprune.settings`` and its variant patterns from ``asymprune.variants``);
 2. every merged block a stage will get (``refinetune`` over ``finetune``, ``nash.finetune`` over
    ``finetune``, ``nash.train``, ``evaluate``, ``benchmark``, each data set over ``data``),
    with the cross-field checks of its dataclass;
@@ -35,8 +35,16 @@ from asymprune import settings as S
 from asymprune import settings_io as IO
 from asymprune import variants as V
 from asymprune.flan_t5 import FLAN_T5, HUB_IDS
+from asymprune.layers import SIXTHS_STRATEGIES
 
-# generated parts of the schema: `$ref: "#/definitions/<name>"` in the YAML points here
+SCHEMAS = Path(__file__).resolve().parents[2] / "workflow/schemas"
+# the hand-written part of the schema, with `$ref: "#/definitions/<name>"` where a generated
+# definition goes; and the complete schema made from it (`make schema`), which is committed,
+# read by the workflow, and kept current by tests/test_settings.py
+SCHEMA_TEMPLATE = SCHEMAS / "config.schema.in.yaml"
+SCHEMA = SCHEMAS / "config.schema.yaml"
+
+# generated parts of the schema: `$ref: "#/definitions/<name>"` in the template points here
 DEFINITIONS = {
     "training": lambda: IO.block_schema(S.Training),
     "training_overrides": lambda: IO.block_schema(S.Training, defaults=False),
@@ -52,6 +60,13 @@ DEFINITIONS = {
                               "description": V.DEPTH_GRAMMAR},
     "nash_variant": lambda: {"type": "string", "pattern": V.NASH_PATTERN,
                              "description": V.NASH_GRAMMAR},
+    "layer_selection": lambda: {
+        "type": "string", "enum": list(SIXTHS_STRATEGIES),
+        "description": "how sixths become blocks: auto = the authors' tables for 8/12/24-layer "
+                       "stacks, evenly spaced otherwise; published = the tables only; spaced = "
+                       "evenly spaced"},
+    "baseline_objective": lambda: {"enum": list(V.BASELINE_OBJECTIVES)},
+    "teacher": lambda: {"const": V.TEACHER, "description": "the unpruned teacher's variant id"},
 }
 
 # T5Config's own default depth, for an init_config that does not say
@@ -62,16 +77,30 @@ class ConfigError(ValueError):
     """The config is wrong; one line per problem, each naming its config key."""
 
 
-def config_schema(path: str | Path) -> dict:
-    """The schema file with its generated definitions filled in."""
-    schema = yaml.safe_load(Path(path).read_text())
+def generate_schema(template: str | Path = SCHEMA_TEMPLATE) -> dict:
+    """The complete schema: the template with its generated definitions filled in."""
+    schema = yaml.safe_load(Path(template).read_text())
     defs = schema.setdefault("definitions", {})
     for name, make in DEFINITIONS.items():
         if name in defs:
-            raise ValueError(f"{path}: definitions.{name} is generated from asymprune.settings / "
-                             f"asymprune.variants; remove it from the file")
+            raise ValueError(f"{template}: definitions.{name} is generated from "
+                             f"asymprune.settings / asymprune.variants; remove it from the file")
         defs[name] = make()
     return schema
+
+
+def schema_text(template: str | Path = SCHEMA_TEMPLATE) -> str:
+    """The committed schema file's text, as :func:`generate_schema` makes it now."""
+    return (f"# GENERATED from {Path(template).name} and asymprune.settings / asymprune.variants "
+            f"/ asymprune.layers\n# by `make schema` (python -m asymprune.workflow_config "
+            f"--write-schema): edit those, not this file.\n"
+            + yaml.safe_dump(generate_schema(template), sort_keys=False, width=100,
+                             allow_unicode=True))
+
+
+def config_schema(path: str | Path = SCHEMA) -> dict:
+    """The complete schema (the committed file)."""
+    return yaml.safe_load(Path(path).read_text())
 
 
 def _message(e: jsonschema.ValidationError) -> str:
@@ -367,23 +396,31 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m asymprune.workflow_config [--schema FILE] [CONFIG]``: check a config (or print
-    the full, generated schema) without Snakemake."""
+    """``python -m asymprune.workflow_config [--schema FILE] [CONFIG]``: check a config without
+    Snakemake, or print / write the complete schema."""
     import argparse
     import sys
 
     p = argparse.ArgumentParser(prog="python -m asymprune.workflow_config", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", type=Path, help="config YAML to check")
-    p.add_argument("--schema", type=Path, default=Path("workflow/schemas/config.schema.yaml"))
+    p.add_argument("--schema", type=Path, default=SCHEMA,
+                   help="the complete schema (default: the committed %(default)s)")
     p.add_argument("--print-schema", action="store_true",
-                   help="print the schema with its generated definitions")
+                   help="print the complete schema as the code generates it now")
+    p.add_argument("--write-schema", action="store_true",
+                   help=f"write the complete schema to --schema, generated from "
+                        f"{SCHEMA_TEMPLATE.name} and the settings dataclasses (make schema)")
     args = p.parse_args(argv)
     if args.print_schema:
-        print(yaml.safe_dump(config_schema(args.schema), sort_keys=False))
+        print(schema_text(), end="")
+        return 0
+    if args.write_schema:
+        args.schema.write_text(schema_text())
+        print(f"wrote {args.schema}")
         return 0
     if args.config is None:
-        p.error("give a config file or --print-schema")
+        p.error("give a config file, --print-schema or --write-schema")
     try:
         load(yaml.safe_load(args.config.read_text()), args.schema)
     except ConfigError as e:
