@@ -224,11 +224,21 @@ def check_hub_models(models: dict, timeout: float = HUB_TIMEOUT_S) -> HubCheck:
     return check
 
 
-@dataclass
+@dataclass(frozen=True)
 class Resolved:
-    """The validated config: raw dict with defaults filled, and each stage's settings."""
+    """The validated config as the workflow, the planner and the stages' rules read it: every
+    stage's settings, the variants, and the workflow's own keys (each config value one
+    attribute; ``common.smk`` reads nothing else)."""
 
-    config: dict
+    preset: str
+    results_dir: str
+    reports_dir: str
+    # models.<size>: name_or_path or init_config, tokenizer_vocab_size, resources (defaults in)
+    models: dict[str, dict]
+    layer_selection: str
+    retries: int            # execution.retries
+    pin_gpus: bool          # execution.pin_gpus
+    released_sizes: list[str] | None   # nash.released.sizes
     finetune: S.Training
     refinetune: S.Training
     nash_finetune: S.Training
@@ -243,14 +253,35 @@ class Resolved:
     variants: list[str]
     nash_variants: list[str]
     baseline_variants: list[str]
-    depths: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+
+    @property
+    def results(self) -> str:
+        """``results/<preset>``: every artifact of the run."""
+        return f"{self.results_dir}/{self.preset}"
+
+    @property
+    def reports(self) -> str:
+        return f"{self.reports_dir}/{self.preset}"
+
+    def nash_stage_settings(self, variant: str) -> tuple[str, S.NashTrain]:
+        """(config key, settings) of the NASH stage of ``variant``: a -rel variant trains with
+        the released code's protocol."""
+        if V.protocol(variant) == "released":
+            return "nash.released.train", self.nash_train_released
+        return "nash.train", self.nash_train
+
+    def nash_finetune_settings(self, variant: str) -> tuple[str, S.Training]:
+        """(config key, settings) of the final fine-tune of a NASH variant or baseline."""
+        if V.protocol(variant) == "released":
+            return "nash.released.finetune", self.nash_finetune_released
+        return "nash.finetune", self.nash_finetune
 
     def trained_variants(self, size: str | None = None) -> list[str]:
         """Depth variants, NASH variants and equal-budget baselines: those trained for ``size``,
         or (None) those trained for every size. A -rel variant (NASH's released protocol) runs
         only on ``nash.released.sizes`` when that is set. The workflow's rules and the planner
         both ask here, so the jobs billed are the jobs run."""
-        sizes = self.config["nash"]["released"]["sizes"]
+        sizes = self.released_sizes
         nash = [v for v in self.nash_variants
                 if V.protocol(v) == "paper" or sizes is None or (size is not None and size in sizes)]
         return self.variants + nash + self.baseline_variants
@@ -390,9 +421,13 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
                     f"divide {cfg_key}.effective_batch_size {t.effective_batch_size}")
     if problems:
         raise ConfigError("\n".join(dict.fromkeys(problems)))
-    return Resolved(config=cfg, datasets=datasets, variants=depth_variants,
-                    nash_variants=nash_variants, baseline_variants=baseline_variants,
-                    depths=depths, **built)
+    return Resolved(preset=cfg["preset"], results_dir=cfg["results_dir"],
+                    reports_dir=cfg["reports_dir"], models=cfg["models"],
+                    layer_selection=cfg["layer_selection"],
+                    retries=cfg["execution"]["retries"], pin_gpus=cfg["execution"]["pin_gpus"],
+                    released_sizes=cfg["nash"]["released"]["sizes"], datasets=datasets,
+                    variants=depth_variants, nash_variants=nash_variants,
+                    baseline_variants=baseline_variants, **built)
 
 
 def main(argv: list[str] | None = None) -> int:

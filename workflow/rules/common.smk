@@ -20,25 +20,30 @@ try:
 except workflow_config.ConfigError as e:
     raise WorkflowError("invalid configuration:\n" + "\n".join(f"  {l}" for l in str(e).splitlines()))
 
-RESULTS = f"{config['results_dir']}/{config['preset']}"
-REPORTS = f"{config['reports_dir']}/{config['preset']}"
+# Every setting below is read from CFG (asymprune.workflow_config.Resolved), never from
+# `config` (the raw YAML with defaults filled in).
+RESULTS = CFG.results
+REPORTS = CFG.reports
 LOGS = f"{RESULTS}/logs"
 # Snakemake `benchmark:` files, one tsv per job (wall s, max RSS, cpu_time): what
 # `python -m asymprune.plan` checks its estimates against
 BENCHMARKS = f"{RESULTS}/benchmarks"
-SIZES = list(config["models"])
-DATASETS = list(config["datasets"])
+# the config's models.<name> keys (the {size} wildcard: small, tiny, micro...); the FLAN-T5
+# sizes that benchmark_arch builds are flan_t5.SIZES
+MODEL_NAMES = list(CFG.models)
+DATASETS = list(CFG.datasets)
+TEACHER = variants.TEACHER
 VARIANTS = CFG.variants
 NASH_VARIANTS = CFG.nash_variants
 BASELINE_VARIANTS = CFG.baseline_variants
-BENCH = settings_io.as_dict(CFG.benchmark)
-BENCH_DEVICE = BENCH["device"]
-BENCH_CT2 = any(e.startswith("ct2-") for e in BENCH["engines"])
+BENCH_DEVICE = CFG.benchmark.device
+BENCH_GPU = 1 if BENCH_DEVICE == "cuda" else 0
+BENCH_CT2 = any(e.startswith("ct2-") for e in CFG.benchmark.engines)
 # engines the evaluation scores besides its main one (evaluate.engines)
 EVAL_ENGINES = list(CFG.evaluate.engines)
 
 wildcard_constraints:
-    size="|".join(SIZES),
+    size="|".join(MODEL_NAMES),
     dataset="|".join(DATASETS),
     variant=variants.ANY_BODY,
     pvariant=variants.PRUNED_DEPTH_BODY,
@@ -80,8 +85,34 @@ def code(stage):
     return stage_code_hash(stage)
 
 
+# Paths. Each helper takes wildcard values, or the wildcards themselves ("{size}") in a rule's
+# input and output: model_dir("{size}", "{dataset}", "{pvariant}").
+
+
 def model_dir(size, dataset, variant):
+    """The final (trained) model of a variant."""
     return f"{RESULTS}/models/{size}/{dataset}/{variant}/model"
+
+
+def model_sidecar(size, dataset, variant):
+    return f"{model_dir(size, dataset, variant)}/sidecar.json"
+
+
+def pruned_dir(size, dataset, variant):
+    """A pruned model before its (re-)fine-tune: layer-pruned, or NASH's output."""
+    return f"{RESULTS}/models/{size}/{dataset}/{variant}/pruned"
+
+
+def pruned_sidecar(size, dataset, variant):
+    return f"{pruned_dir(size, dataset, variant)}/sidecar.json"
+
+
+def tokenizer_dir(size, dataset):
+    return f"{RESULTS}/tokenizer/{size}/{dataset}"
+
+
+def data_dir(dataset):
+    return f"{RESULTS}/data/{dataset}"
 
 
 def checkpoint_dir(size, dataset, variant, stage):
@@ -90,11 +121,16 @@ def checkpoint_dir(size, dataset, variant, stage):
 
 
 def data_file(dataset, split):
-    return f"{RESULTS}/data/{dataset}/{split}.jsonl"
+    return f"{data_dir(dataset)}/{split}.jsonl"
+
+
+def train_inputs(dataset):
+    """The train and validation splits every training rule reads."""
+    return {"train": data_file(dataset, "train"), "validation": data_file(dataset, "validation")}
 
 
 def model_spec(size):
-    return config["models"][size]
+    return CFG.models[size]
 
 
 def from_scratch(size):
@@ -108,7 +144,7 @@ def res(size, key):
 def single_gpu_launcher(gpu):
     """Prefix of a one-process command (evaluate, benchmark): never torchrun; on a GPU (gpu 1)
     pinned to one free GPU when execution.pin_gpus asks."""
-    if config["execution"]["pin_gpus"] and gpu > 0:
+    if CFG.pin_gpus and gpu > 0:
         return "python -m asymprune.gpu_slots --gpus-per-job 1 -- python -m"
     return "python -m"
 
@@ -117,7 +153,7 @@ def launcher(size):
     """Prefix of a training command (finetune, refinetune, NASH: the stages that run DDP):
     pins gpus_per_job free GPUs, and spans them with torchrun."""
     parts = []
-    if config["execution"]["pin_gpus"] and res(size, "gpu") > 0:
+    if CFG.pin_gpus and res(size, "gpu") > 0:
         parts.append(f"python -m asymprune.gpu_slots --gpus-per-job {res(size, 'gpus_per_job')} --")
     if res(size, "gpus_per_job") > 1:
         parts.append(f"python -m torch.distributed.run --standalone "
@@ -133,10 +169,9 @@ def batch_divisor(wildcards, attempt):
 
 
 def teacher_inputs(wc):
-    inputs = {"train": data_file(wc.dataset, "train"),
-              "validation": data_file(wc.dataset, "validation")}
+    inputs = train_inputs(wc.dataset)
     if from_scratch(wc.size):
-        inputs["tokenizer"] = f"{RESULTS}/tokenizer/{wc.size}/{wc.dataset}/sidecar.json"
+        inputs["tokenizer"] = f"{tokenizer_dir(wc.size, wc.dataset)}/sidecar.json"
     return inputs
 
 
@@ -145,7 +180,7 @@ def teacher_model_flags(wc):
     if from_scratch(wc.size):
         fields = json.dumps(model_spec(wc.size)["init_config"], sort_keys=True)
         return shlex.join(["--init-config", fields,
-                           "--tokenizer", f"{RESULTS}/tokenizer/{wc.size}/{wc.dataset}"])
+                           "--tokenizer", tokenizer_dir(wc.size, wc.dataset)])
     return shlex.join(["--model", model_spec(wc.size)["name_or_path"]])
 
 
@@ -174,7 +209,7 @@ if LOCAL_DATA_PROBLEMS:
 # jobs a cluster executor starts). An id the hub does not know stops every run, dry or real;
 # one that could not be checked (no network, not in the local cache) only warns a dry run,
 # and a real run stops in onstart, before any job.
-HUB = (workflow_config.check_hub_models(config["models"]) if workflow.is_main_process
+HUB = (workflow_config.check_hub_models(CFG.models) if workflow.is_main_process
        else workflow_config.HubCheck())
 if HUB.missing:
     raise WorkflowError("models not found on the hub:\n" + "\n".join(HUB.missing))
@@ -188,8 +223,16 @@ def eval_json(size, dataset, variant):
     return f"{RESULTS}/eval/{size}/{dataset}/{variant}.json"
 
 
+def eval_predictions(size, dataset, variant):
+    return f"{RESULTS}/eval/{size}/{dataset}/{variant}.predictions.jsonl"
+
+
 def bench_json(size, dataset, variant):
     return f"{RESULTS}/bench/{BENCH_DEVICE}/{size}/{dataset}/{variant}.json"
+
+
+def bench_arch_json(arch, variant):
+    return f"{RESULTS}/bench_arch/{BENCH_DEVICE}/{arch}/{variant}.json"
 
 
 def all_variants(size=None):
@@ -203,12 +246,16 @@ def ct2_dir(size, dataset, variant):
     return f"{RESULTS}/ct2/{size}/{dataset}/{variant}"
 
 
+def ct2_sidecar(size, dataset, variant):
+    return f"{ct2_dir(size, dataset, variant)}/sidecar.json"
+
+
 def bench_models(wc):
     """The benchmark job of a size/dataset times every variant's model, interleaved (and its
     CTranslate2 export when a ct2-* engine is timed)."""
-    inputs = {v: f"{model_dir(wc.size, wc.dataset, v)}/sidecar.json" for v in all_variants()}
+    inputs = {v: model_sidecar(wc.size, wc.dataset, v) for v in all_variants()}
     if BENCH_CT2:
-        inputs.update({f"ct2_{v}": f"{ct2_dir(wc.size, wc.dataset, v)}/sidecar.json"
+        inputs.update({f"ct2_{v}": ct2_sidecar(wc.size, wc.dataset, v)
                        for v in all_variants()})
     return inputs
 
@@ -222,10 +269,10 @@ def bench_model_flags(wc):
 
 def eval_inputs(wc, engine):
     """An evaluation's model (and its CTranslate2 export for a ct2-* engine)."""
-    inputs = {"model": f"{model_dir(wc.size, wc.dataset, wc.variant)}/sidecar.json",
+    inputs = {"model": model_sidecar(wc.size, wc.dataset, wc.variant),
               "data": data_file(wc.dataset, CFG.evaluate.split)}
     if engine.startswith("ct2-"):
-        inputs["ct2"] = f"{ct2_dir(wc.size, wc.dataset, wc.variant)}/sidecar.json"
+        inputs["ct2"] = ct2_sidecar(wc.size, wc.dataset, wc.variant)
     return inputs
 
 
@@ -239,26 +286,29 @@ def eval_engine_json(size, dataset, variant, engine):
     return f"{RESULTS}/eval_engines/{size}/{dataset}/{variant}/{engine}.json"
 
 
+def eval_engine_predictions(size, dataset, variant, engine):
+    return f"{RESULTS}/eval_engines/{size}/{dataset}/{variant}/{engine}.predictions.jsonl"
+
+
 def eval_outputs():
-    return [eval_json(s, d, v) for s in SIZES for d in DATASETS for v in all_variants(s)]
+    return [eval_json(s, d, v) for s in MODEL_NAMES for d in DATASETS for v in all_variants(s)]
 
 
 def eval_engine_outputs():
-    return [eval_engine_json(s, d, v, e) for s in SIZES for d in DATASETS
+    return [eval_engine_json(s, d, v, e) for s in MODEL_NAMES for d in DATASETS
             for v in all_variants() for e in EVAL_ENGINES]
 
 
 def bench_outputs():
-    if not BENCH["enabled"]:
+    if not CFG.benchmark.enabled:
         return []
-    return [bench_json(s, d, v) for s in SIZES for d in DATASETS for v in all_variants()]
+    return [bench_json(s, d, v) for s in MODEL_NAMES for d in DATASETS for v in all_variants()]
 
 
 def bench_arch_outputs():
-    if not BENCH["enabled"]:
+    if not CFG.benchmark.enabled:
         return []
-    return [f"{RESULTS}/bench_arch/{BENCH_DEVICE}/{a}/{v}.json"
-            for a in BENCH["arch_only"] for v in VARIANTS]
+    return [bench_arch_json(a, v) for a in CFG.benchmark.arch_only for v in VARIANTS]
 
 
 def report_outputs():

@@ -3,13 +3,13 @@
 
 rule prune_layers:
     input:
-        teacher=f"{RESULTS}/models/{{size}}/{{dataset}}/e6d6/model/sidecar.json",
+        teacher=model_sidecar("{size}", "{dataset}", TEACHER),
     output:
-        f"{RESULTS}/models/{{size}}/{{dataset}}/{{pvariant}}/pruned/sidecar.json",
+        pruned_sidecar("{size}", "{dataset}", "{pvariant}"),
     params:
-        teacher=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
-        out=lambda wc: f"{RESULTS}/models/{wc.size}/{wc.dataset}/{wc.pvariant}/pruned",
-        layer_selection=config["layer_selection"],
+        teacher=lambda wc: model_dir(wc.size, wc.dataset, TEACHER),
+        out=lambda wc: pruned_dir(wc.size, wc.dataset, wc.pvariant),
+        layer_selection=CFG.layer_selection,
         code=code("prune_layers"),
     log:
         f"{LOGS}/prune_layers/{{size}}/{{dataset}}/{{pvariant}}.log",
