@@ -337,15 +337,6 @@ def test_nash_blocks():
         V.parse_nash("nash-d4-high-none").blocks(6, 3)
 
 
-def test_training_and_nash_train_share_their_common_fields():
-    shared = {f.name: f for f in dataclasses.fields(S.Optimisation)}
-    for cls in (S.Training, S.NashTrain):
-        assert issubclass(cls, S.Optimisation)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for name, f in shared.items():
-            assert fields[name].default == f.default and fields[name].metadata == f.metadata
-
-
 # ---- the committed schema and the layering of blocks
 
 
@@ -370,3 +361,50 @@ def test_schema_enums_come_from_the_constants():
     # nothing copied by hand into the template
     template = TEMPLATE.read_text()
     assert "enum" not in template and "e6d6}" not in template
+
+
+def test_a_finetune_value_reaches_refinetune_and_nash_finetune():
+    cfg = copy.deepcopy(MICRO)
+    cfg["finetune"].update(seed=7, warmup_steps=3, learning_rate=2.0e-3)
+    cfg["refinetune"] = {"max_steps": 2}
+    r = W.load(cfg, SCHEMA)
+    # refinetune inherits every key it does not set
+    assert (r.refinetune.seed, r.refinetune.warmup_steps, r.refinetune.learning_rate) == (
+        7, 3, 2.0e-3)
+    assert r.refinetune.max_steps == 2 and r.finetune.max_steps != 2
+    # nash.finetune inherits finetune's keys that NASH does not set itself ...
+    assert (r.nash_finetune.seed, r.nash_finetune.warmup_steps) == (7, 3)
+    # ... but its optimisation settings are NASH's own (the nash.train defaults)
+    assert r.nash_finetune.learning_rate == S.NashTrain().learning_rate
+
+
+def test_nash_train_values_never_reach_nash_finetune():
+    cfg = copy.deepcopy(MICRO)
+    cfg["nash"].setdefault("train", {}).update(learning_rate=9.0e-4, epochs=1.0)
+    cfg["nash"]["finetune"] = {}
+    r = W.load(cfg, SCHEMA)
+    assert (r.nash_train.learning_rate, r.nash_train.epochs) == (9.0e-4, 1.0)
+    assert r.nash_finetune.learning_rate == S.NashTrain().learning_rate != 9.0e-4
+    assert r.nash_finetune.epochs == S.NashTrain().epochs
+    # set in nash.finetune, it does
+    cfg["nash"]["finetune"] = {"learning_rate": 9.0e-4}
+    assert W.load(cfg, SCHEMA).nash_finetune.learning_rate == 9.0e-4
+
+
+def test_the_layering_is_written_where_a_user_reads_the_config():
+    schema = W.config_schema(SCHEMA)["properties"]
+    assert "`finetune`'s" in schema["refinetune"]["description"]
+    nash = schema["nash"]["properties"]
+    assert "never reaches nash.finetune" in " ".join(nash["train"]["description"].split())
+    assert "`finetune` < NASH's own < this block" in nash["finetune"]["description"]
+    text = (REPO / "config.yaml").read_text()
+    assert "never reaches nash.finetune" in " ".join(text.replace("#", " ").split())
+
+
+def test_training_and_nash_train_share_their_common_fields():
+    shared = {f.name: f for f in dataclasses.fields(S.Optimisation)}
+    for cls in (S.Training, S.NashTrain):
+        assert issubclass(cls, S.Optimisation)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name, f in shared.items():
+            assert fields[name].default == f.default and fields[name].metadata == f.metadata
