@@ -64,12 +64,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import os
 import shutil
 import signal
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -498,8 +498,10 @@ class NashResult:
 
 class NashRecipe:
     """One NASH run: ``setup`` (devices, models, data, optimisers, resume), ``train`` (the loop
-    of ``train_step``, with ``save`` and SIGTERM), ``finish`` (masks, pruning, outputs) and
-    ``cleanup``. Every process runs every method; only process 0 writes files."""
+    of ``train_step``, with ``save`` and SIGTERM), ``finish`` (``finalise``: masks ->
+    pruning -> checks -> validation, a :class:`NashResult`; then ``write_output``) and
+    ``cleanup``. Every process runs every method; only process 0 writes files. ``self.s`` is
+    the frozen settings the run trains with, ``self.spec`` what the variant id fixes."""
 
     def __init__(self, job: NashJob):
         self.job = job
