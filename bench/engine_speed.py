@@ -36,6 +36,7 @@ from asymprune.benchmark.inputs import build_arch_model
 from asymprune.benchmark.stage import device_name
 from asymprune.engine import generate_with
 from asymprune.flan_t5 import SIZES
+from asymprune.layers import SIXTHS_STRATEGIES
 
 VARIANTS = ("e6d6", "e6d3", "e6d1", "e3d6", "e1d6", "e3d3", "e1d1")
 # the two torch engines; CTranslate2 is timed by asymprune.benchmark (--engines ct2-...)
@@ -46,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=SIZES, default="small")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    p.add_argument("--strategy", default="auto", help="block selection (asymprune.layers)")
+    p.add_argument("--layer-selection", default="auto", choices=SIXTHS_STRATEGIES,
+                   help="block selection (the workflow's layer_selection)")
     p.add_argument("--source-tokens", type=int, default=1024)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{env['load_avg_1m_before']:.2f}", flush=True)
 
     # FLAN-T5 shapes, seeded random fp32 weights, an untied lm_head as real checkpoints have
-    models = {v: build_arch_model(args.size, v, args.strategy, args.seed, device, "fp32")
+    models = {v: build_arch_model(args.size, v, args.layer_selection, args.seed, device, "fp32")
               for v in args.variants}
     vocab = next(iter(models.values())).config.vocab_size
     results = []

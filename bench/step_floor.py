@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the floor is timed on the CPU: give the JSON of a CPU engine_speed run")
     if run.get("threads"):
         torch.set_num_threads(run["threads"])
-    model = build_arch_model(run["size"], args.variant, run["strategy"], run["seed"],
+    # engine_speed.py's --layer-selection (called --strategy in JSONs written before)
+    selection = run.get("layer_selection", run.get("strategy"))
+    model = build_arch_model(run["size"], args.variant, selection, run["seed"],
                              torch.device("cpu"), "fp32")
     pairs = step_operands(model, run["source_tokens"])
     mib = sum(w.numel() * w.element_size() for w, _ in pairs) / 2**20

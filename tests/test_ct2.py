@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from asymprune import ct2, demo_data, evaluate, settings
+from asymprune import ct2, demo_data, evaluate, settings, settings_io
 from asymprune.engine import generate_with
 from asymprune.generation import generate
 from asymprune.nash.prune import prune_encoder
@@ -124,10 +124,10 @@ def test_an_activation_ct2_lacks_is_refused(tiny_tokenizer, tmp_path):
 
 
 def test_a_compute_type_the_device_cannot_run_is_refused_naming_the_key():
-    with pytest.raises(settings.SettingsError, match=r"benchmark\.engines.*ct2-float16"):
-        settings.build(settings.Benchmark, [("benchmark", {"device": "cpu", "engines":
+    with pytest.raises(settings_io.SettingsError, match=r"benchmark\.engines.*ct2-float16"):
+        settings_io.build(settings.Benchmark, [("benchmark", {"device": "cpu", "engines":
                                                            ["eager", "ct2-float16"]})])
-    settings.build(settings.Benchmark, [("benchmark", {"device": "cuda", "engines":
+    settings_io.build(settings.Benchmark, [("benchmark", {"device": "cuda", "engines":
                                                        ["ct2-float16", "ct2-int8_bfloat16"]})])
     with pytest.raises(ValueError, match="not a CTranslate2 engine"):
         ct2.compute_type("ct2-int4")

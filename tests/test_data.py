@@ -1,9 +1,8 @@
-import argparse
 import json
 
 import pytest
 
-from asymprune import data
+from asymprune import data, settings
 from asymprune.artifacts import read_jsonl
 
 
@@ -142,10 +141,9 @@ def test_empty_split_message(tmp_path):
     import datasets
 
     ds = datasets.Dataset.from_list([{"source": "a", "target": "b"}]).select([])
-    args = argparse.Namespace(source_column="source", target_column="target", id_column=None,
-                              source_prefix="", empty_policy="error", config_key=None)
+    d = settings.Data(kind="local", path="here", source_prefix="", empty_policy="error")
     with pytest.raises(data.DataError, match="split 'test' is empty"):
-        data.to_rows(ds, args=args, split="test", max_samples=None, where="here")
+        data.to_rows(ds, d=d, block=None, split="test", max_samples=None, where="here")
 
 
 def test_json_and_parquet_sources(tmp_path):

@@ -261,7 +261,7 @@ def test_equal_budget_baselines_keep_the_depth_variants_blocks(teacher_dir, news
     3 -> 0, 3, 5; 2 -> 0, 5), no gates, the same steps; ce drops the teacher's terms."""
     args = with_variant(argv(teacher_dir, news_dir, tmp_path / "out", tmp_path / "ck"), variant)
     args[args.index("--max-steps") + 1] = "2"
-    assert nash.main(args + ["--sixths-selection", "auto"]) == 0
+    assert nash.main(args + ["--layer-selection", "auto"]) == 0
     side = json.loads((tmp_path / "out" / "sidecar.json").read_text())
     enc, dec = {"e3d3-kd": ([0, 3, 5], [0, 3, 5]), "e6d2-ce": ([0, 1, 2, 3, 4, 5], [0, 5])}[variant]
     assert (side["kept"]["encoder_blocks"], side["kept"]["decoder_blocks"]) == (enc, dec)

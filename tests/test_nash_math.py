@@ -283,15 +283,15 @@ def test_defaults_are_the_released_codes():
 def test_batch_plan_keeps_the_effective_batch():
     from asymprune.batching import batch_plan
 
-    assert batch_plan(8, 4, 1, 2, "k.") == (4, 1)     # 4 x 1 x 2 = 8
-    assert batch_plan(8, 4, 2, 2, "k.") == (2, 2)     # an OOM retry: 2 x 2 x 2 = 8
-    assert batch_plan(64, 8, 4, 1, "k.") == (2, 32)   # 2 x 32 x 1 = 64
-    with pytest.raises(ValueError, match="k.per_device_batch_size 4 is not divisible by "
+    assert batch_plan(8, 4, 1, 2, "k") == (4, 1)     # 4 x 1 x 2 = 8
+    assert batch_plan(8, 4, 2, 2, "k") == (2, 2)     # an OOM retry: 2 x 2 x 2 = 8
+    assert batch_plan(64, 8, 4, 1, "k") == (2, 32)   # 2 x 32 x 1 = 64
+    with pytest.raises(ValueError, match="config key k.per_device_batch_size 4 is not divisible by "
                                          "--batch-divisor 3"):
-        batch_plan(8, 4, 3, 1, "k.")
-    with pytest.raises(ValueError, match="k.effective_batch_size 8 is not a multiple of "
+        batch_plan(8, 4, 3, 1, "k")
+    with pytest.raises(ValueError, match="config key k.effective_batch_size 8 is not a multiple of "
                                          "per-device batch 4 x 3 device"):
-        batch_plan(8, 4, 1, 3, "k.")
+        batch_plan(8, 4, 1, 3, "k")
 
 
 def test_every_example_of_a_step_is_read_once():
@@ -322,3 +322,20 @@ def test_total_steps():
     assert total_steps(3.0, -1, 64, 4) == 48         # 3 x 64 / 4
     assert total_steps(1.3, -1, 64, 24) == 4         # ceil(83.2 / 24)
     assert total_steps(3.0, 7, 64, 4) == 7
+
+
+def test_what_a_variant_implies_is_derived_once_into_frozen_settings():
+    from asymprune import settings
+    from asymprune.nash.train import StudentSpec, settings_for
+
+    base = settings.NashTrain(reg_learning_rate=0.05, decoder_gates=True)
+    s, spec = settings_for("nash-d3-uniform-l0s30-rel", base)
+    assert spec == StudentSpec("l0", 0.3, "released")
+    # the gates' learning rate defaults to the multipliers'; the rest is as given
+    assert s.gate_learning_rate == 0.05 and s.decoder_gates and base.gate_learning_rate is None
+    s, spec = settings_for("e6d2-ce", base)
+    assert spec == StudentSpec("none", 0.0, "paper")
+    assert (s.prediction_loss, s.distill_enc, s.distill_dec, s.decoder_gates) == (
+        "ce", 0.0, 0.0, False)
+    s, _ = settings_for("e6d2-kd", settings.NashTrain(gate_learning_rate=0.5))
+    assert (s.prediction_loss, s.distill_enc, s.gate_learning_rate) == ("kl", 0.001, 0.5)

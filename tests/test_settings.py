@@ -12,11 +12,13 @@ import pytest
 import yaml
 
 from asymprune import settings as S
+from asymprune import settings_io as IO
 from asymprune import variants as V
 from asymprune import workflow_config as W
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+TEMPLATE = REPO / "workflow/schemas/config.schema.in.yaml"
 PAPER = yaml.safe_load((REPO / "config.yaml").read_text())
 MICRO = yaml.safe_load((REPO / "configs/micro.yaml").read_text())
 
@@ -47,7 +49,7 @@ def test_schema_keys_equal_the_dataclass_fields(path):
     node = _resolve(schema, node)
     assert set(node["properties"]) == _fields(BLOCKS[path])
     # bounds and defaults come from the dataclass, not from a second copy in the YAML
-    raw = yaml.safe_load(SCHEMA.read_text())
+    raw = yaml.safe_load(TEMPLATE.read_text())
     for key in path:
         raw = raw["properties"][key]
     assert "$ref" in raw and "properties" not in raw
@@ -78,14 +80,14 @@ def test_stage_flags_are_generated_from_the_dataclass(module, cls):
 
     mod = importlib.import_module(f"asymprune.{module}")
     captured = {}
-    real = S.add_arguments
+    real = IO.add_arguments
 
     def spy(parser, c, title=None):
         captured["parser"] = parser
         return real(parser, c, title)
 
     parser = None
-    S.add_arguments = spy
+    IO.add_arguments = spy
     try:
         if hasattr(mod, "build_parser"):
             parser = mod.build_parser()
@@ -94,7 +96,7 @@ def test_stage_flags_are_generated_from_the_dataclass(module, cls):
                 mod.parse_args(["--help"])
             parser = captured["parser"]
     finally:
-        S.add_arguments = real
+        IO.add_arguments = real
     dests = {a.dest: a for a in parser._actions}
     for name in _fields(cls, stage_only=True):
         assert name in dests, name
@@ -111,14 +113,19 @@ def test_nash_stage_flags_are_generated_from_the_dataclass():
     assert _fields(S.NashTrain) <= dests
 
 
-def test_resolve_merges_defaults_json_and_flags():
+def test_parse_merges_defaults_json_and_flags():
     p = argparse.ArgumentParser()
-    S.add_arguments(p, S.Training)
-    args = p.parse_args(["--settings", '{"epochs": 2, "learning_rate": 0.5}',
-                         "--learning-rate", "0.25"])
-    t = S.resolve(S.Training, args, p)
+    p.add_argument("--output")
+    IO.add_arguments(p, S.Training)
+    args, t = IO.parse(p, S.Training, ["--settings", '{"epochs": 2, "learning_rate": 0.5}',
+                                       "--learning-rate", "0.25", "--output", "o"])
     assert (t.epochs, t.learning_rate, t.precision) == (2, 0.25, "bf16")
-    assert args.learning_rate == 0.25 and not hasattr(args, "settings")
+    # the stage's own arguments stay apart from its settings, which are frozen
+    assert vars(args) == {"output": "o", "config_key": None}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.learning_rate = 1.0
+    # what a sidecar records: both
+    assert IO.record(args, t)["learning_rate"] == 0.25 and IO.record(args, t)["output"] == "o"
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -132,11 +139,11 @@ def test_resolve_merges_defaults_json_and_flags():
     (["--effective-batch-size", "60"], "--effective-batch-size: 60 is not a multiple of "
                                        "setting per_device_batch_size 8"),
 ])
-def test_resolve_errors_name_the_config_key_or_flag(argv, message, capsys):
+def test_parse_errors_name_the_config_key_or_flag(argv, message, capsys):
     p = argparse.ArgumentParser()
-    S.add_arguments(p, S.Training)
+    IO.add_arguments(p, S.Training)
     with pytest.raises(SystemExit):
-        S.resolve(S.Training, p.parse_args(argv), p)
+        IO.parse(p, S.Training, argv)
     assert message in capsys.readouterr().err
 
 
@@ -326,3 +333,76 @@ def test_nash_blocks():
     assert V.parse_nash("nash-d2-low-layerss30").blocks(6, 6) == ((0, 1, 3, 5), (0, 1))
     with pytest.raises(ValueError, match="keeps 4 decoder blocks but the model has only 3"):
         V.parse_nash("nash-d4-high-none").blocks(6, 3)
+
+
+# ---- the committed schema and the layering of blocks
+
+
+def test_the_committed_schema_is_what_the_generator_writes():
+    """workflow/schemas/config.schema.yaml is generated (`make schema`); the workflow reads
+    it as committed, so it must be current."""
+    assert SCHEMA.read_text() == W.schema_text(TEMPLATE), (
+        "workflow/schemas/config.schema.yaml is stale: run `make schema` "
+        "(python -m asymprune.workflow_config --write-schema) and commit it")
+    assert W.config_schema(SCHEMA) == W.generate_schema(TEMPLATE)
+
+
+def test_schema_enums_come_from_the_constants():
+    from asymprune.flan_t5 import SIZES as FLAN_SIZES
+    from asymprune.layers import SIXTHS_STRATEGIES
+
+    defs = W.config_schema(SCHEMA)["definitions"]
+    assert defs["layer_selection"]["enum"] == list(SIXTHS_STRATEGIES)
+    assert defs["baseline_objective"]["enum"] == list(V.BASELINE_OBJECTIVES)
+    assert defs["teacher"]["const"] == V.TEACHER
+    assert defs["benchmark"]["properties"]["arch_only"]["items"]["enum"] == list(FLAN_SIZES)
+    # nothing copied by hand into the template
+    template = TEMPLATE.read_text()
+    assert "enum" not in template and "e6d6}" not in template
+
+
+def test_a_finetune_value_reaches_refinetune_and_nash_finetune():
+    cfg = copy.deepcopy(MICRO)
+    cfg["finetune"].update(seed=7, warmup_steps=3, learning_rate=2.0e-3)
+    cfg["refinetune"] = {"max_steps": 2}
+    r = W.load(cfg, SCHEMA)
+    # refinetune inherits every key it does not set
+    assert (r.refinetune.seed, r.refinetune.warmup_steps, r.refinetune.learning_rate) == (
+        7, 3, 2.0e-3)
+    assert r.refinetune.max_steps == 2 and r.finetune.max_steps != 2
+    # nash.finetune inherits finetune's keys that NASH does not set itself ...
+    assert (r.nash_finetune.seed, r.nash_finetune.warmup_steps) == (7, 3)
+    # ... but its optimisation settings are NASH's own (the nash.train defaults)
+    assert r.nash_finetune.learning_rate == S.NashTrain().learning_rate
+
+
+def test_nash_train_values_never_reach_nash_finetune():
+    cfg = copy.deepcopy(MICRO)
+    cfg["nash"].setdefault("train", {}).update(learning_rate=9.0e-4, epochs=1.0)
+    cfg["nash"]["finetune"] = {}
+    r = W.load(cfg, SCHEMA)
+    assert (r.nash_train.learning_rate, r.nash_train.epochs) == (9.0e-4, 1.0)
+    assert r.nash_finetune.learning_rate == S.NashTrain().learning_rate != 9.0e-4
+    assert r.nash_finetune.epochs == S.NashTrain().epochs
+    # set in nash.finetune, it does
+    cfg["nash"]["finetune"] = {"learning_rate": 9.0e-4}
+    assert W.load(cfg, SCHEMA).nash_finetune.learning_rate == 9.0e-4
+
+
+def test_the_layering_is_written_where_a_user_reads_the_config():
+    schema = W.config_schema(SCHEMA)["properties"]
+    assert "`finetune`'s" in schema["refinetune"]["description"]
+    nash = schema["nash"]["properties"]
+    assert "never reaches nash.finetune" in " ".join(nash["train"]["description"].split())
+    assert "`finetune` < NASH's own < this block" in nash["finetune"]["description"]
+    text = (REPO / "config.yaml").read_text()
+    assert "never reaches nash.finetune" in " ".join(text.replace("#", " ").split())
+
+
+def test_training_and_nash_train_share_their_common_fields():
+    shared = {f.name: f for f in dataclasses.fields(S.Optimisation)}
+    for cls in (S.Training, S.NashTrain):
+        assert issubclass(cls, S.Optimisation)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name, f in shared.items():
+            assert fields[name].default == f.default and fields[name].metadata == f.metadata

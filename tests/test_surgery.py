@@ -154,12 +154,12 @@ def test_prune_layers_cli(tiny_model, tiny_model_dir, tmp_path):
 
     expected = keep_blocks(copy.deepcopy(tiny_model), (0, 3, 5), ALL6)
     out = tmp_path / "e3d6" / "pruned"
-    assert main(["--model", str(tiny_model_dir), "--variant", "e3d6", "--strategy", "auto",
+    assert main(["--model", str(tiny_model_dir), "--variant", "e3d6", "--layer-selection", "auto",
                  "--output", str(out)]) == 0
 
     side = read_json(out / "sidecar.json")
     assert side["stage"] == "prune_layers"
-    assert side["args"]["strategy"] == "auto" and side["variant"] == "e3d6"
+    assert side["args"]["layer_selection"] == "auto" and side["variant"] == "e3d6"
     # 6 layers have no published table: spaced, round-half-up(j * 5 / 2) -> 0, 3, 5
     assert side["kept_blocks"] == {"encoder": [0, 3, 5], "decoder": list(ALL6)}
     assert side["teacher_layers"] == {"encoder": 6, "decoder": 6}
@@ -193,6 +193,6 @@ def test_prune_layers_published_needs_a_table(tiny_model_dir, tmp_path):
     from asymprune.prune_layers import main
 
     with pytest.raises(ValueError, match="no published layer table for a 6-layer stack"):
-        main(["--model", str(tiny_model_dir), "--variant", "e3d6", "--strategy", "published",
+        main(["--model", str(tiny_model_dir), "--variant", "e3d6", "--layer-selection", "published",
               "--output", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()

@@ -1,30 +1,29 @@
 """What the training stages (finetune, NASH) share: batch arithmetic, the tokenizing of
-(source, target) pairs and how errors name a setting. Pure Python, no torch."""
+(source, target) pairs. Pure Python, no torch."""
 
 from __future__ import annotations
 
-
-def settings_key(config_key: str | None) -> str:
-    """How errors name a setting: ``config key nash.train.<field>`` from the workflow (the
-    stage got ``--config-key nash.train``), ``setting <field>`` from a bare command line."""
-    return f"config key {config_key}." if config_key else "setting "
+from asymprune.settings_io import key_name
 
 
 def batch_plan(effective: int, per_device: int, divisor: int, world_size: int,
-               key: str = "setting ") -> tuple[int, int]:
+               block: str | None = None) -> tuple[int, int]:
     """(per-device batch, accumulation) that give exactly ``effective`` examples per step.
 
     ``divisor`` (an OOM retry) divides the per-device batch and multiplies accumulation:
-    64 = 8 x 8 x 1 becomes 4 x 16 x 1; 8 = 4 x 1 x 2 devices becomes 2 x 2 x 2. ``key``
-    prefixes the setting names in errors (:func:`settings_key`)."""
+    64 = 8 x 8 x 1 becomes 4 x 16 x 1; 8 = 4 x 1 x 2 devices becomes 2 x 2 x 2. ``block``:
+    the config block the settings came from (``--config-key``), which errors name
+    (``settings_io.key_name``)."""
     if divisor < 1 or per_device % divisor:
-        raise ValueError(f"{key}per_device_batch_size {per_device} is not divisible by "
-                         f"--batch-divisor {divisor} (an OOM retry halves the per-device batch)")
+        raise ValueError(f"{key_name(block, 'per_device_batch_size')} {per_device} is not "
+                         f"divisible by --batch-divisor {divisor} (an OOM retry halves the "
+                         f"per-device batch)")
     per_device //= divisor
     per_step = per_device * world_size
     if effective % per_step:
-        raise ValueError(f"{key}effective_batch_size {effective} is not a multiple of "
-                         f"per-device batch {per_device} x {world_size} device(s) = {per_step}")
+        raise ValueError(f"{key_name(block, 'effective_batch_size')} {effective} is not a "
+                         f"multiple of per-device batch {per_device} x {world_size} "
+                         f"device(s) = {per_step}")
     return per_device, effective // per_step
 
 

@@ -170,7 +170,7 @@ def calibrate(cfg, device: str | None = None) -> dict[str, Any]:
     from asymprune.provenance import cpu_model
 
     t_start = time.perf_counter()
-    models = cfg.config["models"]
+    models = cfg.models
     if device is None:
         wants_gpu = any(m["resources"]["gpu"] for m in models.values())
         device = "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"

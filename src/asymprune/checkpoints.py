@@ -9,24 +9,25 @@ stage writes a checkpoint into a staging folder and renames it into place when i
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from asymprune.provenance import read_json, stage_code_hash, write_json
 
 log = logging.getLogger("asymprune.checkpoints")
 
 
-def fingerprint(args: argparse.Namespace, exclude: set[str], stage: str) -> dict:
-    """The settings that shape a training run (paths and logging left out) plus the code hash."""
-    fp = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
+def fingerprint(args: Mapping[str, Any], exclude: set[str], stage: str) -> dict:
+    """The settings that shape a training run (paths and logging left out) plus the code hash;
+    ``args``: what the stage records (``settings_io.record``)."""
+    fp = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(args.items())
           if k not in exclude}
     fp["code"] = stage_code_hash(stage)
     return fp

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from asymprune import settings
+from asymprune import settings, settings_io
 from asymprune.artifacts import write_jsonl
 from asymprune.provenance import make_sidecar, write_json
 
@@ -29,14 +29,12 @@ class DataError(ValueError):
     """A problem with the data itself (a file, a column, a row): one line naming the config key."""
 
 
-def key_of(args: argparse.Namespace, name: str) -> str:
+def key_of(block: str | None, name: str) -> str:
     """How to name setting ``name`` in a message: its config key when the workflow runs the
     stage (``datasets.qiws.source_column``, ``data.empty_policy``), else its flag."""
-    if not args.config_key:
-        return "--" + name.replace("_", "-")
-    if name in settings.DATA_SHARED:
-        return f"config key data.{name}"
-    return f"config key {args.config_key}.{name}"
+    if block and name in settings.DATA_SHARED:
+        block = "data"
+    return settings_io.key_name(block, name, bare="flag")
 
 
 def load_hub(path: str, name: str | None, split: str):
@@ -109,84 +107,84 @@ def load_local(path: Path, fmt: str, file: str, key: str):
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
-def to_rows(ds, *, args: argparse.Namespace, split: str, max_samples: int | None,
+def to_rows(ds, *, d: settings.Data, block: str | None, split: str, max_samples: int | None,
             where: str) -> tuple[list[dict[str, str]], dict[str, int]]:
     """Validate columns and texts of one split, apply limits and prefix."""
     columns = list(ds.column_names)
     for name in ("source_column", "target_column", "id_column"):
-        col = getattr(args, name)
+        col = getattr(d, name)
         if col is not None and col not in columns:
             raise DataError(f"{where}: split {split!r} has no column {col!r} "
-                            f"({key_of(args, name)}); available columns: {columns}")
+                            f"({key_of(block, name)}); available columns: {columns}")
     if len(ds) == 0:
         raise DataError(f"{where}: split {split!r} is empty")
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
     rows, empty_ids = [], []
     for i, ex in enumerate(ds):
-        src, tgt = ex[args.source_column], ex[args.target_column]
-        rid = str(ex[args.id_column]) if args.id_column else f"{split}-{i}"
+        src, tgt = ex[d.source_column], ex[d.target_column]
+        rid = str(ex[d.id_column]) if d.id_column else f"{split}-{i}"
         if not isinstance(src, str) or not isinstance(tgt, str) or not src.strip() or not tgt.strip():
             empty_ids.append(rid)
             continue
-        rows.append({"id": rid, "source": args.source_prefix + src.strip(), "target": tgt.strip()})
-    if empty_ids and args.empty_policy == "error":
+        rows.append({"id": rid, "source": d.source_prefix + src.strip(), "target": tgt.strip()})
+    if empty_ids and d.empty_policy == "error":
         raise DataError(f"{where}: split {split!r} has {len(empty_ids)} example(s) with an empty "
                         f"source or target (first ids: {empty_ids[:5]}); clean the data or set "
-                        f"{key_of(args, 'empty_policy')} to 'drop'")
+                        f"{key_of(block, 'empty_policy')} to 'drop'")
     if not rows:
         raise DataError(f"{where}: split {split!r} has no usable example after dropping "
                         f"{len(empty_ids)} empty one(s)")
     return rows, {"kept": len(rows), "dropped_empty": len(empty_ids)}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, settings.Data]:
+    """``--output-dir`` (and ``--config-key``), and the data set's settings."""
     p = argparse.ArgumentParser(prog="python -m asymprune.data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", required=True, type=Path)
-    settings.add_arguments(p, settings.Data, "data set (asymprune.settings.Data)")
-    args = p.parse_args(argv)
-    settings.resolve(settings.Data, args, p)
-    return args
+    settings_io.add_arguments(p, settings.Data, "data set (asymprune.settings.Data)")
+    return settings_io.parse(p, settings.Data, argv)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, d: settings.Data) -> int:
     t0 = time.time()
-    limits = {s: n for s, n in args.max_samples.items() if n}
+    limits = {s: n for s, n in d.max_samples.items() if n}
     counts: dict[str, dict[str, int]] = {}
     outputs: dict[str, list[dict[str, str]]] = {}
-    if args.kind == "generated":
+    if d.kind == "generated":
         from asymprune import demo_data
 
         for k, split in enumerate(SPLITS):
-            rows = [dict(r, source=args.source_prefix + r["source"])
-                    for r in demo_data.generate(args.num_samples[split], args.seed + k)]
+            rows = [dict(r, source=d.source_prefix + r["source"])
+                    for r in demo_data.generate(d.num_samples[split], d.seed + k)]
             outputs[split] = rows[: limits.get(split, len(rows))]
             counts[split] = {"kept": len(outputs[split]), "dropped_empty": 0}
     else:
         for split in SPLITS:
-            if args.kind == "hub":
-                ds = load_hub(args.path, args.name, args.files.get(split, split))
-                where = f"hub data set {args.path}" + (f" ({args.name})" if args.name else "")
+            if d.kind == "hub":
+                ds = load_hub(d.path, d.name, d.files.get(split, split))
+                where = f"hub data set {d.path}" + (f" ({d.name})" if d.name else "")
             else:
-                file = args.files.get(split, f"{split}.{args.format}")
-                ds = load_local(Path(args.path), args.format, file, key_of(args, "path"))
-                where = f"local file {Path(args.path) / file}"
-            outputs[split], counts[split] = to_rows(ds, args=args, split=split,
-                                                    max_samples=limits.get(split), where=where)
+                file = d.files.get(split, f"{split}.{d.format}")
+                ds = load_local(Path(d.path), d.format, file, key_of(args.config_key, "path"))
+                where = f"local file {Path(d.path) / file}"
+            outputs[split], counts[split] = to_rows(
+                ds, d=d, block=args.config_key, split=split, max_samples=limits.get(split),
+                where=where)
 
     for split, rows in outputs.items():
         write_jsonl(args.output_dir / f"{split}.jsonl", rows)
     write_json(args.output_dir / "data.json", make_sidecar(
-        "data", vars(args), samples={s: c["kept"] for s, c in counts.items()},
+        "data", settings_io.record(args, d), samples={s: c["kept"] for s, c in counts.items()},
         wall_time_s=time.time() - t0, dropped_empty={s: c["dropped_empty"] for s, c in counts.items()}))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args, d = parse_args(argv)
     try:
-        return run(args)
+        return run(args, d)
     except DataError as e:
         # one line a user can act on, not a traceback from inside pyarrow
         print(f"asymprune.data: error: {e}", file=sys.stderr)

@@ -28,7 +28,7 @@ import torch
 from asymprune import records, rouge
 from asymprune.artifacts import read_jsonl, write_jsonl
 from asymprune.engine import generate_with
-from asymprune import settings
+from asymprune import settings, settings_io
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
                                 resolve_device)
 from asymprune.provenance import make_sidecar, read_json, write_json
@@ -52,7 +52,7 @@ def _tag(text: str) -> tuple[str, str]:
     return key, value
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m asymprune.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("inputs and outputs")
@@ -77,10 +77,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     dev = p.add_argument_group("device")
     dev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto = cuda when available, else cpu (default: %(default)s)")
-    settings.add_arguments(p, settings.Evaluate)
-    args = p.parse_args(argv)
-    settings.resolve(settings.Evaluate, args, p)
-    if args.engine.startswith("ct2-") != (args.ct2_model is not None):
+    settings_io.add_arguments(p, settings.Evaluate)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, settings.Evaluate]:
+    """The stage's own arguments and its settings."""
+    p = build_parser()
+    args, e = settings_io.parse(p, settings.Evaluate, argv)
+    if e.engine.startswith("ct2-") != (args.ct2_model is not None):
         p.error("--ct2-model goes with a ct2-* --engine, and a ct2-* engine needs it")
     if args.ct2_model is not None and not (args.ct2_model / "model.bin").is_file():
         p.error(f"--ct2-model {args.ct2_model}: no model.bin there (export it with "
@@ -88,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     keys = [k for k, _ in args.tag]
     if len(set(keys)) != len(keys):
         p.error(f"--tag: a key is given twice in {keys}")
-    return args
+    return args, e
 
 
 def load_rows(path: Path, max_samples: int | None) -> list[dict]:
@@ -153,24 +158,24 @@ def identical_share(predictions: list[str], rows: list[dict], reference: Path) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args, e = parse_args(argv)
     t0 = time.time()
-    rows = load_rows(args.data_file, args.max_samples)
+    rows = load_rows(args.data_file, e.max_samples)
     device = resolve_device(args.device)
-    model = load_model(args.model, dtype=args.dtype).to(device).eval()
+    model = load_model(args.model, dtype=e.dtype).to(device).eval()
     tokenizer = load_tokenizer(args.model)
     decoder = model
-    if args.engine.startswith("ct2-"):
+    if e.engine.startswith("ct2-"):
         from asymprune import ct2
 
-        decoder = ct2.Ct2Model(args.ct2_model, ct2.compute_type(args.engine), device.type,
+        decoder = ct2.Ct2Model(args.ct2_model, ct2.compute_type(e.engine), device.type,
                                torch.get_num_threads())
 
     t_gen = time.time()
     predictions, gen_lens = summarize(
-        decoder, tokenizer, [r["source"] for r in rows], batch_size=args.batch_size,
-        max_source_length=args.max_source_length, max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams, device=device, engine=args.engine)
+        decoder, tokenizer, [r["source"] for r in rows], batch_size=e.batch_size,
+        max_source_length=e.max_source_length, max_new_tokens=e.max_new_tokens,
+        num_beams=e.num_beams, device=device, engine=e.engine)
     generation_time_s = time.time() - t_gen
 
     references = [r["target"] for r in rows]
@@ -189,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     model_sidecar = read_json(model_sidecar_path) if model_sidecar_path.is_file() else None
     tags = dict(args.tag)
     write_json(args.output, make_sidecar(
-        "evaluate", {**vars(args), "tag": tags}, samples={"eval": len(rows)},
+        "evaluate", {**settings_io.record(args, e), "tag": tags}, samples={"eval": len(rows)},
         wall_time_s=time.time() - t0,
         # what the report reads (asymprune.records.EvalRecord): metrics, engine and the typed
         # record of how the model was made (budget after the teacher, the NASH stage's facts)
         **records.EvalRecord(
-            engine=args.engine, metrics=metrics, metrics_ci95=ci95,
+            engine=e.engine, metrics=metrics, metrics_ci95=ci95,
             identical_share=(identical_share(predictions, rows, args.reference_predictions)
                              if args.reference_predictions is not None else None),
             record=records.model_record(model_sidecar, len(model.encoder.block),

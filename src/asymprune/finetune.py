@@ -44,9 +44,9 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from asymprune import rouge, settings
+from asymprune import rouge, settings, settings_io
 from asymprune.artifacts import atomic_dir
-from asymprune.batching import batch_plan, encode_pairs, label_pad_id, settings_key
+from asymprune.batching import batch_plan, encode_pairs, label_pad_id
 from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
                                    trainer_checkpoint_problems, whole_run_mean)
 from asymprune.generation import fresh_cache
@@ -143,15 +143,15 @@ def rouge_l_metric(tokenizer):
     return compute
 
 
-def selection_record(args, state) -> dict:
+def selection_record(t: settings.Training, state) -> dict:
     """The sidecar's account of which checkpoint went on (Trainer state after train)."""
-    if args.checkpoint_selection == "last":
+    if t.checkpoint_selection == "last":
         return {"rule": "last", "chosen_step": state.global_step}
     if state.best_model_checkpoint is None or state.best_metric is None:
         raise RuntimeError("checkpoint_selection best, but the Trainer scored no checkpoint")
     scores = [[h["step"], h["eval_rougeL"]] for h in state.log_history if "eval_rougeL" in h]
-    return {"rule": "best", "metric": "rougeL", "samples": args.selection_samples,
-            "eval_steps": args.eval_steps, "started_at_step": args.eval_steps,
+    return {"rule": "best", "metric": "rougeL", "samples": t.selection_samples,
+            "eval_steps": t.eval_steps, "started_at_step": t.eval_steps,
             "chosen_step": int(Path(state.best_model_checkpoint).name.split("-")[-1]),
             "chosen_score": state.best_metric, "scores": scores}
 
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--output", required=True, type=Path, help="final model folder")
     o.add_argument("--checkpoint-dir", required=True, type=Path,
                    help="resumable checkpoints (kept across reruns)")
-    settings.add_arguments(p, settings.Training)
+    settings_io.add_arguments(p, settings.Training)
     return p
 
 
@@ -222,19 +222,19 @@ def prepare_checkpoint_dir(ckpt: Path, fp: dict) -> str | None:
     return str(done[-1])
 
 
-def build_model(args, tokenizer) -> T5ForConditionalGeneration:
+def build_model(args, t: settings.Training, tokenizer) -> T5ForConditionalGeneration:
     if args.init_config:
         text = args.init_config.strip()
         fields = json.loads(text if text.startswith("{") else Path(text).read_text())
         config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                           eos_token_id=tokenizer.eos_token_id,
                           decoder_start_token_id=tokenizer.pad_token_id, **fields)
-        torch.manual_seed(args.seed)
+        torch.manual_seed(t.seed)
         return T5ForConditionalGeneration(config)
     return load_model(args.model)
 
 
-def tokenized(path: Path, tokenizer, args, limit: int | None):
+def tokenized(path: Path, tokenizer, t: settings.Training, limit: int | None):
     import datasets
 
     ds = datasets.load_dataset("json", data_files={"data": str(path)}, split="data")
@@ -244,68 +244,66 @@ def tokenized(path: Path, tokenizer, args, limit: int | None):
         ds = ds.select(range(min(limit, len(ds))))
 
     def encode(batch):
-        return encode_pairs(tokenizer, batch["source"], batch["target"], args.max_source_length,
-                            args.max_target_length)
+        return encode_pairs(tokenizer, batch["source"], batch["target"], t.max_source_length,
+                            t.max_target_length)
 
     return ds.map(encode, batched=True, remove_columns=ds.column_names,
                   desc=f"tokenizing {path.name}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    settings.resolve(settings.Training, args, parser)
+    args, t = settings_io.parse(build_parser(), settings.Training, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if bool(args.model) == bool(args.init_config):
         raise ValueError("give exactly one of --model (hub id or folder) or --init-config")
     if args.init_config and not args.tokenizer:
         raise ValueError("--init-config (training from scratch) needs --tokenizer")
     use_cuda = resolve_device(args.device).type == "cuda"
-    if args.precision == "fp16" and not use_cuda:
+    if t.precision == "fp16" and not use_cuda:
         raise ValueError("--precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
 
     t0 = time.time()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    per_device, accum = batch_plan(args.effective_batch_size, args.per_device_batch_size,
-                                   args.batch_divisor, world_size, settings_key(args.config_key))
+    per_device, accum = batch_plan(t.effective_batch_size, t.per_device_batch_size,
+                                   args.batch_divisor, world_size, args.config_key)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
-    model = build_model(args, tokenizer)
-    train_ds = tokenized(args.train_file, tokenizer, args, args.max_train_samples)
-    eval_ds = (tokenized(args.validation_file, tokenizer, args, args.max_eval_samples)
+    model = build_model(args, t, tokenizer)
+    train_ds = tokenized(args.train_file, tokenizer, t, t.max_train_samples)
+    eval_ds = (tokenized(args.validation_file, tokenizer, t, t.max_eval_samples)
                if args.validation_file else None)
-    best = args.checkpoint_selection == "best"
+    best = t.checkpoint_selection == "best"
     if best and eval_ds is None:
         raise ValueError("checkpoint_selection best needs --validation-file")
-    select_ds = (tokenized(args.validation_file, tokenizer, args, args.selection_samples)
+    select_ds = (tokenized(args.validation_file, tokenizer, t, t.selection_samples)
                  if best else None)
     targs = Seq2SeqTrainingArguments(
         output_dir=str(args.checkpoint_dir),
         per_device_train_batch_size=per_device,
         per_device_eval_batch_size=per_device,
         gradient_accumulation_steps=accum,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type=args.lr_scheduler,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        bf16=args.precision == "bf16",
-        fp16=args.precision == "fp16",
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
         use_cpu=not use_cuda,
-        seed=args.seed,
-        data_seed=args.seed,
+        seed=t.seed,
+        data_seed=t.seed,
         save_strategy="steps",
-        save_steps=args.save_steps,
+        save_steps=t.save_steps,
         save_total_limit=2,
-        logging_steps=args.logging_steps,
+        logging_steps=t.logging_steps,
         logging_first_step=True,
         eval_strategy="steps" if best else "no",
-        eval_steps=args.eval_steps if best else None,
+        eval_steps=t.eval_steps if best else None,
         load_best_model_at_end=best,
         metric_for_best_model="rougeL" if best else None,
         greater_is_better=True if best else None,
         predict_with_generate=best,
-        generation_max_length=args.max_target_length,
+        generation_max_length=t.max_target_length,
         generation_num_beams=1,
         report_to=[],
         disable_tqdm=True,
@@ -313,14 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     # process 0 cleans the folder first; the others then find only complete checkpoints
     with targs.main_process_first(local=False, desc="checking checkpoints"):
-        resume = prepare_checkpoint_dir(args.checkpoint_dir,
-                                        fingerprint(args, FINGERPRINT_EXCLUDE, "finetune"))
+        fp = fingerprint(settings_io.record(args, t), FINGERPRINT_EXCLUDE, "finetune")
+        resume = prepare_checkpoint_dir(args.checkpoint_dir, fp)
     preemption = PreemptionCheckpoint()
     trainer = GuardedTrainer(
         model=model, args=targs, train_dataset=train_ds, eval_dataset=select_ds,
         processing_class=tokenizer, compute_metrics=rouge_l_metric(tokenizer) if best else None,
         data_collator=DataCollatorForSeq2Seq(
-            tokenizer, model=model, label_pad_token_id=label_pad_id(args.label_padding, tokenizer),
+            tokenizer, model=model, label_pad_token_id=label_pad_id(t.label_padding, tokenizer),
             pad_to_multiple_of=8 if use_cuda else None),
         callbacks=[preemption, LogAtSaves()])
     trainer.train(resume_from_checkpoint=resume)
@@ -331,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     step = trainer.state.global_step
     metrics = {"train_loss": whole_run_mean(trainer.state.log_history, "loss", step),
                "global_step": step}
-    selection = selection_record(args, trainer.state)
+    selection = selection_record(t, trainer.state)
     # the final eval loss needs no generation
     trainer.compute_metrics, trainer.args.predict_with_generate = None, False
     if eval_ds is not None:
@@ -348,11 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "sidecar.json", make_sidecar(
-            "finetune", vars(args),
+            "finetune", settings_io.record(args, t),
             samples={"train": len(train_ds), "validation": len(eval_ds) if eval_ds else 0},
             wall_time_s=time.time() - t0,
             resumed_from=resume,
-            batch={"effective": args.effective_batch_size, "per_device": per_device,
+            batch={"effective": t.effective_batch_size, "per_device": per_device,
                    "accumulation": accum, "world_size": world_size,
                    "batch_divisor": args.batch_divisor},
             metrics=metrics,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asymprune.variants import parse_depth
+from asymprune.variants import TEACHER, parse_depth
 
 # Shared by all three sizes (hub config.json of every FLAN-T5 checkpoint).
 _COMMON: dict[str, Any] = dict(
@@ -66,7 +66,7 @@ def _check_size(size: str) -> None:
         raise ValueError(f"unknown FLAN-T5 size {size!r}; choose one of {list(SIZES)}")
 
 
-def config_kwargs(size: str, variant: str = "e6d6", strategy: str = "auto") -> dict[str, Any]:
+def config_kwargs(size: str, variant: str = TEACHER, strategy: str = "auto") -> dict[str, Any]:
     """T5Config kwargs of FLAN-T5 ``size`` cut to depth ``variant`` (``e{E}d{D}``).
 
     Layer counts come from the same selection the pruning stage uses, e.g. small e2d6:
@@ -81,7 +81,7 @@ def config_kwargs(size: str, variant: str = "e6d6", strategy: str = "auto") -> d
     return kwargs
 
 
-def flan_t5_config(size: str, variant: str = "e6d6", strategy: str = "auto"):
+def flan_t5_config(size: str, variant: str = TEACHER, strategy: str = "auto"):
     """A ``T5Config`` with the architecture of FLAN-T5 ``size`` at depth ``variant``."""
     from transformers import T5Config  # imported here: this module stays cheap to import
 

@@ -95,11 +95,10 @@ def step_at(costs: dict[str, B.BlockCost], enc: int, dec: int, batch: int, eval_
 def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str, dict]
              ) -> tuple[list[B.Job], list[str]]:
     """Every job of the config with its estimate, keyed by its benchmark file; and notes."""
-    c = cfg.config
     jobs: list[B.Job] = []
     notes: list[str] = []
     start = cal["startup"]
-    strategy = c["layer_selection"]
+    strategy = cfg.layer_selection
     sizes = {name: split_sizes(spec, sizes_override.get(name)) for name, spec in cfg.datasets.items()}
     for name, n in sizes.items():
         if n is None:
@@ -111,7 +110,7 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
         jobs.append(B.Job("data", start["data"]["s"], start["data"]["rss_mb"], 0, f"data/{d}"))
     ev, bench = cfg.evaluate, cfg.benchmark
     gen_tokens = min(ev.max_new_tokens, cfg.finetune.max_target_length)
-    for size, spec in c["models"].items():
+    for size, spec in cfg.models.items():
         res = spec["resources"]
         gpus = res["gpu"] * res["gpus_per_job"]
         one_gpu = 1 if res["gpu"] else 0
@@ -147,8 +146,8 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
             if "init_config" in spec:
                 jobs.append(B.Job("tokenizer", start["tokenizer"]["s"], base["tokenizer"], 0,
                                   f"tokenizer/{size}/{d}"))
-            jobs.append(train("finetune", f"finetune/{size}/{d}/e6d6", cfg.finetune, n_enc, n_dec,
-                              n, teacher_speedup))
+            jobs.append(train("finetune", f"finetune/{size}/{d}/{V.TEACHER}", cfg.finetune,
+                              n_enc, n_dec, n, teacher_speedup))
             for v in cfg.variants:
                 if v == V.TEACHER:
                     continue
@@ -329,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     except workflow_config.ConfigError as e:
         print(f"invalid configuration {args.configfile}:\n{e}", file=sys.stderr)
         return 2
-    c = cfg.config
-    out_dir = Path(c["results_dir"]) / c["preset"]
+    out_dir = Path(cfg.results)
     cal_path = args.calibration or out_dir / "plan" / "calibration.json"
     if args.calibrate:
         from asymprune import calibrate  # torch: only here
@@ -344,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     cal = json.loads(cal_path.read_text())
-    missing = [s for s in c["models"] if s not in cal["sizes"]]
+    missing = [s for s in cfg.models if s not in cal["sizes"]]
     if missing:
         print(f"{cal_path} has no calibration of models {missing}: run with --calibrate",
               file=sys.stderr)

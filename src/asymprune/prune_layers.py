@@ -1,6 +1,6 @@
 """Cut a teacher to a depth variant ``e{E}d{D}``: keep E/6 of its encoder and D/6 of its decoder.
 
-    python -m asymprune.prune_layers --model TEACHER_DIR --variant e3d6 --strategy auto \\
+    python -m asymprune.prune_layers --model TEACHER_DIR --variant e3d6 --layer-selection auto \\
         --output results/<preset>/models/<size>/<dataset>/e3d6/pruned
 
 Which blocks survive is ``asymprune.variants.DepthVariant.blocks`` (the authors' tables for
@@ -30,8 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="teacher: a folder written by save_pretrained (model + tokenizer) or a hub id")
     p.add_argument("--variant", required=True,
                    help="depth variant e{E}d{D}, E and D in 1..6 sixths of each stack (not e6d6)")
-    p.add_argument("--strategy", choices=SIXTHS_STRATEGIES, default="auto",
-                   help="layer selection: published = the authors' tables (8/12/24 layers only), "
+    p.add_argument("--layer-selection", choices=SIXTHS_STRATEGIES, default="auto",
+                   help="the workflow's layer_selection: published = the authors' tables "
+                        "(8/12/24 layers only), "
                         "spaced = evenly spaced keeping first and last, auto = published where a "
                         "table exists else spaced (default: %(default)s)")
     p.add_argument("--output", required=True, type=Path,
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model).eval()
     tokenizer = load_tokenizer(args.model)
     n_enc, n_dec = len(model.encoder.block), len(model.decoder.block)
-    enc, dec = parse_depth(args.variant).blocks(n_enc, n_dec, args.strategy)
+    enc, dec = parse_depth(args.variant).blocks(n_enc, n_dec, args.layer_selection)
     params_before = count_parameters(model)
     keep_blocks(model, enc, dec)
     params_after = count_parameters(model)

@@ -1,32 +1,23 @@
 """Stage settings: one dataclass per stage, the single home of each setting's type, bounds,
-default and help text (pure Python: the workflow imports it while Snakemake parses).
+default and help text, and the constants their choices come from (pure Python: the workflow
+imports it while Snakemake parses).
 
-Everything else is derived from these classes:
+What is derived from these classes (the config schema's blocks, each stage's flags, validation
+with messages naming config keys) is made in ``asymprune.settings_io``. A stage gets its
+settings as one of these frozen objects (``settings_io.parse``) and passes it on.
 
-- the JSON schema of the config blocks (``block_schema``; ``workflow_config`` puts them into
-  ``workflow/schemas/config.schema.yaml`` where it says ``$ref: "#/definitions/<name>"``);
-- each stage's command-line flags (``add_arguments``): ``--learning-rate`` etc., plus
-  ``--settings JSON`` (the whole block, what the workflow passes, through ``shlex.quote``) and
-  ``--config-key`` (so that an error names ``refinetune.learning_rate``, not a flag);
-- validation of a merged block (``refinetune`` over ``finetune``) with cross-field checks
-  (``problems``), each message naming the config key a value came from.
-
-Values resolve as: dataclass default < ``--settings`` JSON < explicit flags.
+Values resolve as: dataclass default < ``--settings`` JSON < explicit flags. How the config
+blocks layer over each other (``finetune`` < ``refinetune``, ``nash.finetune``) is written in
+``config.yaml`` and the schema's descriptions, and built in ``asymprune.workflow_config``.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import dataclasses
-import json
-import types
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Optional
 
-import jsonschema
+from asymprune import flan_t5
+from asymprune.settings_io import SettingsError, setting  # noqa: F401 (SettingsError: re-export)
 
 SPLITS = ("train", "validation", "test")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -37,8 +28,8 @@ BENCH_MODES = ("fixed", "natural")
 # float32 kernels exist on every x86/ARM CPU; the 16-bit ones need CUDA (bfloat16: compute
 # capability >= 8.0, which ctranslate2.get_supported_compute_types says at run time).
 CT2_COMPUTE_TYPES_BY_DEVICE = {
-    "cpu": ("float32", "int8", "int8_float32"),
-    "cuda": ("float32", "int8", "int8_float32", "float16", "bfloat16", "int8_float16",
+    "cpu": ("float32", "int8_float32", "int8"),
+    "cuda": ("float32", "int8_float32", "int8", "float16", "bfloat16", "int8_float16",
              "int8_bfloat16"),
 }
 CT2_COMPUTE_TYPES = CT2_COMPUTE_TYPES_BY_DEVICE["cuda"]
@@ -57,7 +48,6 @@ def engine_problems(engines: list[str], device: str, key: str = "engines"
                       f"{['ct2-' + t for t in ok]}")]
     return []
 BENCH_INPUTS = ("real", "repeated")
-FLAN_SIZES = ("small", "base", "large")
 DATA_KINDS = ("hub", "local", "generated")
 DATA_FORMATS = ("jsonl", "json", "csv", "parquet")
 # which checkpoint of a training run goes on: the last step, or the validation-best
@@ -67,33 +57,42 @@ CHECKPOINT_SELECTIONS = ("last", "best")
 LABEL_PADDINGS = ("ignore", "pad")
 
 
-class SettingsError(ValueError):
-    """A setting out of its bounds or a contradiction between settings; one line per problem."""
-
-
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, ge=None, gt=None, le=None,
-            lt=None, choices=None, stage: bool = True, schema: dict | None = None):
-    """A dataclass field with its bounds and help. ``stage=False``: a workflow-only setting
-    (in the schema, not a flag of the stage). ``schema``: the JSON schema of the value, for
-    types the generic mapping does not cover (per-split dicts)."""
-    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
-            "stage": stage, "schema": schema}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 # ---------------------------------------------------------------------------------------------
 # the stages' settings
 
 
 @dataclass(frozen=True, kw_only=True)
-class Training:
+class Optimisation:
+    """What every training stage shares: the fields both ``Training`` and ``NashTrain`` have
+    with one meaning, default and help, and the batch arithmetic they check alike. (The
+    others, e.g. ``learning_rate``, are in both with their own default and the paper it comes
+    from.)"""
+
+    max_steps: int = setting(-1, "optimizer steps; > 0 overrides epochs")
+    max_train_samples: Optional[int] = setting(None, "first N training examples (null = all)",
+                                               ge=1)
+    save_steps: int = setting(500, "checkpoint interval in optimizer steps", ge=1)
+    logging_steps: int = setting(50, "log interval in optimizer steps", ge=1)
+    selection_samples: int = setting(200, "best: first N validation examples scored", ge=1)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, message) per contradiction; ``@name`` in a message becomes the config key
+        of field ``name`` (it may come from another block)."""
+        # fields of the subclasses: each has both, with its own default
+        effective, per_device = self.effective_batch_size, self.per_device_batch_size
+        if effective % per_device:
+            return [("effective_batch_size",
+                     f"{effective} is not a multiple of @per_device_batch_size {per_device} "
+                     f"(effective = per-device x accumulation x GPUs)")]
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training(Optimisation):
     """Fine-tuning (``finetune``; ``refinetune`` and ``nash.finetune`` override some keys).
     Defaults: Campos & Zhai Table 12."""
 
     epochs: float = setting(3.0, "training epochs (fractions allowed)", gt=0)
-    max_steps: int = setting(-1, "optimizer steps; > 0 overrides epochs")
     learning_rate: float = setting(1.0e-4, "AdamW learning rate", gt=0)
     lr_scheduler: str = setting("constant", "learning-rate schedule", choices=SCHEDULERS)
     warmup_steps: int = setting(0, "linear learning-rate warm-up steps", ge=0)
@@ -106,11 +105,7 @@ class Training:
     seed: int = setting(42, "seed of weights init (from scratch), data order and dropout")
     max_source_length: int = setting(1024, "source tokens kept (truncation)", ge=8)
     max_target_length: int = setting(256, "target tokens kept (truncation)", ge=4)
-    max_train_samples: Optional[int] = setting(None, "first N training examples (null = all)",
-                                               ge=1)
     max_eval_samples: int = setting(1000, "validation examples for the final eval loss", ge=1)
-    save_steps: int = setting(500, "checkpoint interval in optimizer steps", ge=1)
-    logging_steps: int = setting(50, "log interval in optimizer steps", ge=1)
     checkpoint_selection: str = setting(
         "last", "which model goes on: last = after the last step; best = the checkpoint with "
                 "the highest ROUGE-L on selection_samples validation examples (greedy), scored "
@@ -119,21 +114,13 @@ class Training:
     eval_steps: int = setting(500, "best: steps between validation scores (save_steps must be "
                                    "a multiple of it: the Trainer reloads a saved checkpoint)",
                               ge=1)
-    selection_samples: int = setting(200, "best: first N validation examples scored", ge=1)
     label_padding: str = setting(
         "ignore", "label padding: ignore (-100, out of the loss) or pad (the pad id, which "
                   "then counts in the cross-entropy, as NASH's released code)",
         choices=LABEL_PADDINGS)
 
     def problems(self) -> list[tuple[str, str]]:
-        """(field, message) per contradiction; ``@name`` in a message becomes the config key
-        of field ``name`` (it may come from another block)."""
-        out = []
-        if self.effective_batch_size % self.per_device_batch_size:
-            out.append(("effective_batch_size",
-                        f"{self.effective_batch_size} is not a multiple of "
-                        f"@per_device_batch_size {self.per_device_batch_size} "
-                        f"(effective = per-device x accumulation x GPUs)"))
+        out = super().problems()
         if self.checkpoint_selection == "best" and self.save_steps % self.eval_steps:
             out.append(("save_steps", f"{self.save_steps} is not a multiple of @eval_steps "
                                       f"{self.eval_steps}: checkpoint_selection best reloads "
@@ -145,12 +132,11 @@ PREDICTION_LOSSES = ("kl", "ce")
 
 
 @dataclass(frozen=True, kw_only=True)
-class NashTrain:
+class NashTrain(Optimisation):
     """NASH pruning-aware training with distillation. Defaults: NASH Table 8 (XSum, CNN/DM)
     where it says, else the authors' released code (run_NASH.sh, L0Module, NashTrainer)."""
 
     epochs: float = setting(3.0, "training epochs (Table 8: 3 for XSum and CNN/DM)", gt=0)
-    max_steps: int = setting(-1, "optimizer steps; > 0 overrides epochs")
     effective_batch_size: int = setting(
         4, "examples per optimizer step = per_device_batch_size x accumulation x GPUs "
            "(Table 8: 4)", ge=1)
@@ -205,14 +191,10 @@ class NashTrain:
         "code's; or the paper's literal KLD(f||g), f the student", choices=KL_DIRECTIONS)
     max_source_length: int = setting(512, "source tokens kept (Table 8: 512)", ge=8)
     max_target_length: int = setting(128, "target tokens kept (Table 8: 128)", ge=4)
-    max_train_samples: Optional[int] = setting(None, "first N training examples (null = all)",
-                                               ge=1)
     max_eval_samples: int = setting(500, "validation examples for the final CE / KL", ge=1)
     precision: str = setting("fp32", "autocast dtype of the forward passes (weights stay fp32)",
                              choices=PRECISIONS)
     seed: int = setting(42, "seed of gates, data order and dropout")
-    save_steps: int = setting(500, "checkpoint interval in optimizer steps", ge=1)
-    logging_steps: int = setting(50, "log interval in optimizer steps", ge=1)
     decoder_gates: bool = setting(
         False, "also put hard-concrete gates on the kept decoder blocks' self- and "
                "cross-attention heads and FFN units (released L0Module; they only add noise: "
@@ -224,7 +206,6 @@ class NashTrain:
                 "validation examples (greedy), scored every eval_steps once selection started "
                 "(released NashTrainer)", choices=CHECKPOINT_SELECTIONS)
     eval_steps: int = setting(500, "best: steps between validation scores", ge=1)
-    selection_samples: int = setting(200, "best: first N validation examples scored", ge=1)
     selection_start_fraction: float = setting(
         0.3333, "best: selection starts at this share of the steps, or earlier at the first "
                 "score where the gates' expected sparsity has reached the target (released "
@@ -234,13 +215,6 @@ class NashTrain:
                   "padding counts in CE, KL and the decoder MSE, as the released code)",
         choices=LABEL_PADDINGS)
 
-    def problems(self) -> list[tuple[str, str]]:
-        if self.effective_batch_size % self.per_device_batch_size:
-            return [("effective_batch_size",
-                     f"{self.effective_batch_size} is not a multiple of "
-                     f"@per_device_batch_size {self.per_device_batch_size} "
-                     f"(effective = per-device x accumulation x GPUs)")]
-        return []
 
 
 def nash_finetune_defaults() -> dict[str, Any]:
@@ -385,7 +359,7 @@ class Benchmark:
                                         "32, natural length), labelled 'nash'")
     arch_only: list[str] = setting(
         [], "FLAN-T5 architectures to benchmark with random weights (all 16 variants, no "
-            "training)", choices=FLAN_SIZES, stage=False)
+            "training)", choices=flan_t5.SIZES, stage=False)
 
     def problems(self) -> list[tuple[str, str]]:
         out = engine_problems(self.engines, self.device)
@@ -462,286 +436,3 @@ class Data:
 
 # the keys of `data:` in the config; the other fields of Data are keys of `datasets.<name>`
 DATA_SHARED = ("source_prefix", "empty_policy")
-
-
-# ---------------------------------------------------------------------------------------------
-# schema
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _is_optional(tp) -> tuple[bool, Any]:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return True, args[0]
-    return False, tp
-
-
-_JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
-
-
-def _value_schema(f: dataclasses.Field, tp) -> dict:
-    m = f.metadata
-    if m["schema"] is not None:
-        return copy.deepcopy(m["schema"])
-    optional, tp = _is_optional(tp)
-    bounds = {k2: m[k] for k, k2 in (("ge", "minimum"), ("gt", "exclusiveMinimum"),
-                                      ("le", "maximum"), ("lt", "exclusiveMaximum"))
-              if m[k] is not None}
-    if typing.get_origin(tp) is list:
-        (item,) = typing.get_args(tp)
-        item_schema = {"type": _JSON_TYPES[item], **bounds}
-        if m["choices"]:
-            item_schema["enum"] = list(m["choices"])
-        out = {"type": "array", "items": item_schema, "uniqueItems": True}
-        # an empty list is a valid "nothing" only where the default is one (arch_only)
-        if _default(f) != []:
-            out["minItems"] = 1
-        return out
-    out = {"type": [_JSON_TYPES[tp], "null"] if optional else _JSON_TYPES[tp], **bounds}
-    if m["choices"]:
-        out["enum"] = list(m["choices"]) + ([None] if optional else [])
-    return out
-
-
-def _default(f: dataclasses.Field):
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
-
-
-def block_schema(cls, fields: tuple[str, ...] | None = None, *, defaults: bool = True) -> dict:
-    """JSON schema of a config block made of ``cls``'s fields (or the named ones).
-
-    ``defaults=False`` is for override blocks (``refinetune``): a key left out is inherited, so
-    no default may be filled in there. A field without a default is required.
-    """
-    hints = _hints(cls)
-    props, required = {}, []
-    for f in dataclasses.fields(cls):
-        if fields is not None and f.name not in fields:
-            continue
-        s = _value_schema(f, hints[f.name])
-        s["description"] = f.metadata["help"]
-        has_default = (f.default is not dataclasses.MISSING
-                       or f.default_factory is not dataclasses.MISSING)
-        if not has_default:
-            required.append(f.name)
-        elif defaults:
-            s["default"] = _default(f)
-        props[f.name] = s
-    out = {"type": "object", "additionalProperties": False, "properties": props}
-    if required:
-        out["required"] = required
-    if (cls.__doc__ or "").strip():
-        out["description"] = " ".join(cls.__doc__.split())
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# validation
-
-
-def _type_hint(instance: Any, schema: dict) -> str:
-    # PyYAML reads 1e-4 (no dot) as a string: the usual reason a number is "not a number"
-    if isinstance(instance, str) and "number" in str(schema.get("type")):
-        try:
-            float(instance)
-            return " (YAML reads a number without a dot, like 1e-4, as text: write 1.0e-4)"
-        except ValueError:
-            pass
-    return ""
-
-
-def schema_errors(schema: dict, data: Any, prefix: str) -> list[str]:
-    """Every violation as 'config key <prefix>.<path>: <message>'."""
-    validator = jsonschema.Draft202012Validator(schema)
-    lines = []
-    for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        path = ".".join(str(p) for p in e.absolute_path)
-        key = ".".join(k for k in (prefix, path) if k) or "<top level>"
-        if e.validator == "additionalProperties":
-            msg = e.message.replace("Additional properties are not allowed", "unknown key(s)")
-        else:
-            msg = e.message + (_type_hint(e.instance, e.schema) if e.validator == "type" else "")
-        lines.append(f"config key {key}: {msg}")
-    return lines
-
-
-def build(cls, layers: list[tuple[str, dict]]):
-    """The settings of merged config blocks, validated; later blocks override earlier ones.
-
-    ``layers``: ``[("finetune", {...}), ("refinetune", {...})]``. Each problem names the key
-    the value came from (the last block that sets it, else the first block: its default).
-    """
-    merged: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for key, block in layers:
-        for name, value in (block or {}).items():
-            merged[name] = value
-            origin[name] = key
-    names = {f.name for f in dataclasses.fields(cls)}
-    first = layers[0][0]
-    where = lambda name: f"{origin.get(name, first)}.{name}"  # noqa: E731
-    lines = [f"config key {where(n)}: unknown key" for n in merged if n not in names]
-    if not lines:
-        schema = block_schema(cls, defaults=False)
-        for e in jsonschema.Draft202012Validator(schema).iter_errors(merged):
-            name = str(e.absolute_path[0]) if e.absolute_path else None
-            sub = ".".join(map(str, list(e.absolute_path)[1:]))
-            key = where(name) + (f".{sub}" if sub else "") if name else first
-            if e.validator == "required":
-                key = first
-            msg = e.message + (_type_hint(e.instance, e.schema) if e.validator == "type" else "")
-            lines.append(f"config key {key}: {msg}")
-    if lines:
-        raise SettingsError("\n".join(lines))
-    hints = _hints(cls)
-    values = {}
-    for name, value in merged.items():
-        _, tp = _is_optional(hints[name])
-        # JSON schema counts 3.0 as an integer; the stage wants a real int
-        values[name] = int(value) if tp is int and isinstance(value, float) else value
-    obj = cls(**values)
-    problems = obj.problems()
-    if problems:
-        lines = []
-        for n, msg in problems:
-            for other in sorted(names, key=len, reverse=True):
-                msg = msg.replace(f"@{other}", where(other))
-            lines.append(f"config key {where(n)}: {msg}")
-        raise SettingsError("\n".join(lines))
-    return obj
-
-
-def as_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
-
-
-def to_json(obj) -> str:
-    """The block as the one-line JSON a rule passes with ``--settings`` (keys sorted, so that a
-    Snakemake params value only changes when a setting does)."""
-    return json.dumps(as_dict(obj), sort_keys=True, separators=(",", ":"))
-
-
-# ---------------------------------------------------------------------------------------------
-# the stages' command lines
-
-
-def _fields(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _converter(tp, name: str):
-    optional, tp = _is_optional(tp)
-
-    def convert(text: str):
-        if optional and text.lower() in ("none", "null"):
-            return None
-        if tp is bool:
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-        if tp is dict:
-            # a JSON object, or KEY=VALUE with VALUE read as JSON where it is (5, null), else text
-            if text.lstrip().startswith("{"):
-                value = json.loads(text)
-                if not isinstance(value, dict):
-                    raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-                return value
-            key, sep, raw = text.partition("=")
-            if not sep or not key:
-                raise argparse.ArgumentTypeError(f"expected KEY=VALUE or a JSON object, got "
-                                                 f"{text!r}")
-            try:
-                return {key: json.loads(raw)}
-            except json.JSONDecodeError:
-                return {key: raw}
-        return tp(text)
-
-    convert.__name__ = name  # argparse names it in "invalid <name> value"
-    return convert
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls, title: str | None = None) -> None:
-    """One flag per stage setting of ``cls``, plus ``--settings`` and ``--config-key``.
-
-    Flags default to "not given" (argparse.SUPPRESS): the default lives in the dataclass only.
-    """
-    group = parser.add_argument_group(title or f"settings ({cls.__name__}; defaults from "
-                                                f"asymprune.settings)")
-    group.add_argument("--settings", metavar="JSON",
-                       help="the whole settings block as a JSON object, or a .json file; "
-                            "explicit flags override it (what the workflow passes)")
-    group.add_argument("--config-key", metavar="KEY",
-                       help="config key of the block, e.g. refinetune: errors name it")
-    hints = _hints(cls)
-    for f in dataclasses.fields(cls):
-        if not f.metadata["stage"]:
-            continue
-        tp = hints[f.name]
-        kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS)
-        if typing.get_origin(tp) is list:
-            (item,) = typing.get_args(tp)
-            kw.update(nargs="+", type=_converter(item, f.name))
-        elif tp is dict:
-            kw.update(nargs="+", type=_converter(tp, f.name), metavar="KEY=VALUE")
-        else:
-            kw["type"] = _converter(tp, f.name)
-        if f.metadata["choices"]:
-            kw["choices"] = list(f.metadata["choices"])
-        has_default = (f.default is not dataclasses.MISSING
-                       or f.default_factory is not dataclasses.MISSING)
-        default = f" (default: {_default(f)!r})" if has_default else " (required)"
-        group.add_argument(_flag(f.name), help=f.metadata["help"] + default, **kw)
-
-
-def resolve(cls, args: argparse.Namespace, parser: argparse.ArgumentParser):
-    """The stage's settings from ``--settings`` and the flags; also set on ``args`` (so stage
-    code reads ``args.learning_rate``), and a usage error naming the config key or flag."""
-    block: dict[str, Any] = {}
-    if args.settings:
-        text = args.settings.strip()
-        try:
-            block = json.loads(text if text.startswith("{") else Path(text).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            parser.error(f"--settings: not a JSON object or a readable .json file ({e})")
-        if not isinstance(block, dict):
-            parser.error("--settings: expected a JSON object")
-        # workflow-only keys (evaluate.split, benchmark.enabled, ...) are not the stage's
-        stage_only = {f.name for f in dataclasses.fields(cls) if not f.metadata["stage"]}
-        block = {k: v for k, v in block.items() if k not in stage_only}
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-             if f.metadata["stage"] and hasattr(args, f.name)}
-    hints = _hints(cls)
-    for name, value in flags.items():
-        if hints[name] is dict:  # nargs="+" of one-key dicts -> one dict
-            flags[name] = {k: v for item in value for k, v in item.items()}
-    key = args.config_key or "stage"
-    try:
-        obj = build(cls, [(key, block), ("flag", flags)] if flags else [(key, block)])
-    except SettingsError as e:
-        # "config key flag.learning_rate" reads better as the flag itself, and without
-        # --config-key a value from the defaults or --settings is just a setting
-        text = str(e)
-        for name in sorted(_fields(cls), key=len, reverse=True):
-            text = text.replace(f"flag.{name}", _flag(name))
-            if not args.config_key:
-                text = text.replace(f"stage.{name}", f"setting {name}")
-        text = text.replace("config key --", "--").replace("config key setting ", "setting ")
-        parser.error(text)
-    for name, value in as_dict(obj).items():
-        setattr(args, name, value)
-    # the fields now hold the resolved values; the raw JSON would only repeat them in sidecars
-    # and checkpoint fingerprints
-    del args.settings
-    return obj

@@ -3,7 +3,8 @@
 ``common.smk`` calls :func:`load` while Snakemake parses the workflow, so a wrong value stops
 ``snakemake -n`` with a message naming its config key, instead of failing hours later:
 
-1. the JSON schema (``workflow/schemas/config.schema.yaml``, its stage blocks generated from
+1. the JSON schema (``workflow/schemas/config.schema.yaml``: committed, complete, generated
+   by :func:`schema_text` from ``config.schema.in.yaml``, its stage blocks from
    ``asymprune.settings`` and its variant patterns from ``asymprune.variants``);
 2. every merged block a stage will get (``refinetune`` over ``finetune``, ``nash.finetune`` over
    ``finetune``, ``nash.train``, ``evaluate``, ``benchmark``, each data set over ``data``),
@@ -31,25 +32,41 @@ import jsonschema
 import yaml
 
 from asymprune import settings as S
+from asymprune import settings_io as IO
 from asymprune import variants as V
 from asymprune.flan_t5 import FLAN_T5, HUB_IDS
+from asymprune.layers import SIXTHS_STRATEGIES
 
-# generated parts of the schema: `$ref: "#/definitions/<name>"` in the YAML points here
+SCHEMAS = Path(__file__).resolve().parents[2] / "workflow/schemas"
+# the hand-written part of the schema, with `$ref: "#/definitions/<name>"` where a generated
+# definition goes; and the complete schema made from it (`make schema`), which is committed,
+# read by the workflow, and kept current by tests/test_settings.py
+SCHEMA_TEMPLATE = SCHEMAS / "config.schema.in.yaml"
+SCHEMA = SCHEMAS / "config.schema.yaml"
+
+# generated parts of the schema: `$ref: "#/definitions/<name>"` in the template points here
 DEFINITIONS = {
-    "training": lambda: S.block_schema(S.Training),
-    "training_overrides": lambda: S.block_schema(S.Training, defaults=False),
-    "nash_train": lambda: S.block_schema(S.NashTrain),
-    "nash_train_overrides": lambda: S.block_schema(S.NashTrain, defaults=False),
-    "evaluate": lambda: S.block_schema(S.Evaluate),
-    "benchmark": lambda: S.block_schema(S.Benchmark),
-    "report": lambda: S.block_schema(S.Report),
-    "data": lambda: S.block_schema(S.Data, S.DATA_SHARED),
-    "dataset": lambda: S.block_schema(
+    "training": lambda: IO.block_schema(S.Training),
+    "training_overrides": lambda: IO.block_schema(S.Training, defaults=False),
+    "nash_train": lambda: IO.block_schema(S.NashTrain),
+    "nash_train_overrides": lambda: IO.block_schema(S.NashTrain, defaults=False),
+    "evaluate": lambda: IO.block_schema(S.Evaluate),
+    "benchmark": lambda: IO.block_schema(S.Benchmark),
+    "report": lambda: IO.block_schema(S.Report),
+    "data": lambda: IO.block_schema(S.Data, S.DATA_SHARED),
+    "dataset": lambda: IO.block_schema(
         S.Data, tuple(f for f in S.Data.__dataclass_fields__ if f not in S.DATA_SHARED)),
     "depth_variant": lambda: {"type": "string", "pattern": V.DEPTH_PATTERN,
                               "description": V.DEPTH_GRAMMAR},
     "nash_variant": lambda: {"type": "string", "pattern": V.NASH_PATTERN,
                              "description": V.NASH_GRAMMAR},
+    "layer_selection": lambda: {
+        "type": "string", "enum": list(SIXTHS_STRATEGIES),
+        "description": "how sixths become blocks: auto = the authors' tables for 8/12/24-layer "
+                       "stacks, evenly spaced otherwise; published = the tables only; spaced = "
+                       "evenly spaced"},
+    "baseline_objective": lambda: {"enum": list(V.BASELINE_OBJECTIVES)},
+    "teacher": lambda: {"const": V.TEACHER, "description": "the unpruned teacher's variant id"},
 }
 
 # T5Config's own default depth, for an init_config that does not say
@@ -60,22 +77,34 @@ class ConfigError(ValueError):
     """The config is wrong; one line per problem, each naming its config key."""
 
 
-def config_schema(path: str | Path) -> dict:
-    """The schema file with its generated definitions filled in."""
-    schema = yaml.safe_load(Path(path).read_text())
+def generate_schema(template: str | Path = SCHEMA_TEMPLATE) -> dict:
+    """The complete schema: the template with its generated definitions filled in."""
+    schema = yaml.safe_load(Path(template).read_text())
     defs = schema.setdefault("definitions", {})
     for name, make in DEFINITIONS.items():
         if name in defs:
-            raise ValueError(f"{path}: definitions.{name} is generated from asymprune.settings / "
-                             f"asymprune.variants; remove it from the file")
+            raise ValueError(f"{template}: definitions.{name} is generated from "
+                             f"asymprune.settings / asymprune.variants; remove it from the file")
         defs[name] = make()
     return schema
 
 
+def schema_text(template: str | Path = SCHEMA_TEMPLATE) -> str:
+    """The committed schema file's text, as :func:`generate_schema` makes it now."""
+    return (f"# GENERATED from {Path(template).name} and asymprune.settings / asymprune.variants "
+            f"/ asymprune.layers\n# by `make schema` (python -m asymprune.workflow_config "
+            f"--write-schema): edit those, not this file.\n"
+            + yaml.safe_dump(generate_schema(template), sort_keys=False, width=100,
+                             allow_unicode=True))
+
+
+def config_schema(path: str | Path = SCHEMA) -> dict:
+    """The complete schema (the committed file)."""
+    return yaml.safe_load(Path(path).read_text())
+
+
 def _message(e: jsonschema.ValidationError) -> str:
     path = list(e.absolute_path)
-    if e.validator == "additionalProperties":
-        return e.message.replace("Additional properties are not allowed", "unknown key(s)")
     if e.validator == "pattern" and e.schema.get("pattern") in (V.DEPTH_PATTERN, V.NASH_PATTERN):
         try:
             V.parse(e.instance)
@@ -87,7 +116,7 @@ def _message(e: jsonschema.ValidationError) -> str:
         return f"{e.instance!r} is the teacher itself: it has no equal-budget twin"
     if e.validator == "oneOf" and path[:1] == ["variants"]:
         return f"{e.instance!r} is neither 'all' nor a list of {V.DEPTH_GRAMMAR}"
-    return e.message + (S._type_hint(e.instance, e.schema) if e.validator == "type" else "")
+    return IO.schema_message(e)
 
 
 def _fill_defaults(schema: dict, instance: dict) -> None:
@@ -195,11 +224,21 @@ def check_hub_models(models: dict, timeout: float = HUB_TIMEOUT_S) -> HubCheck:
     return check
 
 
-@dataclass
+@dataclass(frozen=True)
 class Resolved:
-    """The validated config: raw dict with defaults filled, and each stage's settings."""
+    """The validated config as the workflow, the planner and the stages' rules read it: every
+    stage's settings, the variants, and the workflow's own keys (each config value one
+    attribute; ``common.smk`` reads nothing else)."""
 
-    config: dict
+    preset: str
+    results_dir: str
+    reports_dir: str
+    # models.<size>: name_or_path or init_config, tokenizer_vocab_size, resources (defaults in)
+    models: dict[str, dict]
+    layer_selection: str
+    retries: int            # execution.retries
+    pin_gpus: bool          # execution.pin_gpus
+    released_sizes: list[str] | None   # nash.released.sizes
     finetune: S.Training
     refinetune: S.Training
     nash_finetune: S.Training
@@ -214,14 +253,35 @@ class Resolved:
     variants: list[str]
     nash_variants: list[str]
     baseline_variants: list[str]
-    depths: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+
+    @property
+    def results(self) -> str:
+        """``results/<preset>``: every artifact of the run."""
+        return f"{self.results_dir}/{self.preset}"
+
+    @property
+    def reports(self) -> str:
+        return f"{self.reports_dir}/{self.preset}"
+
+    def nash_stage_settings(self, variant: str) -> tuple[str, S.NashTrain]:
+        """(config key, settings) of the NASH stage of ``variant``: a -rel variant trains with
+        the released code's protocol."""
+        if V.protocol(variant) == "released":
+            return "nash.released.train", self.nash_train_released
+        return "nash.train", self.nash_train
+
+    def nash_finetune_settings(self, variant: str) -> tuple[str, S.Training]:
+        """(config key, settings) of the final fine-tune of a NASH variant or baseline."""
+        if V.protocol(variant) == "released":
+            return "nash.released.finetune", self.nash_finetune_released
+        return "nash.finetune", self.nash_finetune
 
     def trained_variants(self, size: str | None = None) -> list[str]:
         """Depth variants, NASH variants and equal-budget baselines: those trained for ``size``,
         or (None) those trained for every size. A -rel variant (NASH's released protocol) runs
         only on ``nash.released.sizes`` when that is set. The workflow's rules and the planner
         both ask here, so the jobs billed are the jobs run."""
-        sizes = self.config["nash"]["released"]["sizes"]
+        sizes = self.released_sizes
         nash = [v for v in self.nash_variants
                 if V.protocol(v) == "paper" or sizes is None or (size is not None and size in sizes)]
         return self.variants + nash + self.baseline_variants
@@ -242,8 +302,8 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
 
     def build(cls, layers):
         try:
-            return cls.__name__, S.build(cls, layers)
-        except S.SettingsError as e:
+            return cls.__name__, IO.build(cls, layers)
+        except IO.SettingsError as e:
             problems.extend(str(e).splitlines())
             return cls.__name__, None
 
@@ -361,29 +421,41 @@ def load(cfg: dict, schema_path: str | Path) -> Resolved:
                     f"divide {cfg_key}.effective_batch_size {t.effective_batch_size}")
     if problems:
         raise ConfigError("\n".join(dict.fromkeys(problems)))
-    return Resolved(config=cfg, datasets=datasets, variants=depth_variants,
-                    nash_variants=nash_variants, baseline_variants=baseline_variants,
-                    depths=depths, **built)
+    return Resolved(preset=cfg["preset"], results_dir=cfg["results_dir"],
+                    reports_dir=cfg["reports_dir"], models=cfg["models"],
+                    layer_selection=cfg["layer_selection"],
+                    retries=cfg["execution"]["retries"], pin_gpus=cfg["execution"]["pin_gpus"],
+                    released_sizes=cfg["nash"]["released"]["sizes"], datasets=datasets,
+                    variants=depth_variants, nash_variants=nash_variants,
+                    baseline_variants=baseline_variants, **built)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m asymprune.workflow_config [--schema FILE] [CONFIG]``: check a config (or print
-    the full, generated schema) without Snakemake."""
+    """``python -m asymprune.workflow_config [--schema FILE] [CONFIG]``: check a config without
+    Snakemake, or print / write the complete schema."""
     import argparse
     import sys
 
     p = argparse.ArgumentParser(prog="python -m asymprune.workflow_config", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", type=Path, help="config YAML to check")
-    p.add_argument("--schema", type=Path, default=Path("workflow/schemas/config.schema.yaml"))
+    p.add_argument("--schema", type=Path, default=SCHEMA,
+                   help="the complete schema (default: the committed %(default)s)")
     p.add_argument("--print-schema", action="store_true",
-                   help="print the schema with its generated definitions")
+                   help="print the complete schema as the code generates it now")
+    p.add_argument("--write-schema", action="store_true",
+                   help=f"write the complete schema to --schema, generated from "
+                        f"{SCHEMA_TEMPLATE.name} and the settings dataclasses (make schema)")
     args = p.parse_args(argv)
     if args.print_schema:
-        print(yaml.safe_dump(config_schema(args.schema), sort_keys=False))
+        print(schema_text(), end="")
+        return 0
+    if args.write_schema:
+        args.schema.write_text(schema_text())
+        print(f"wrote {args.schema}")
         return 0
     if args.config is None:
-        p.error("give a config file or --print-schema")
+        p.error("give a config file, --print-schema or --write-schema")
     try:
         load(yaml.safe_load(args.config.read_text()), args.schema)
     except ConfigError as e:

@@ -2,18 +2,18 @@
 # with random weights (all 16 depth variants, no training needed). One job times every variant
 # of a size/dataset, interleaved round by round, so that their ratios share one machine state.
 # On a CPU the benchmark takes every core of the run, so that no other job skews its timings.
-BENCH_THREADS = workflow.cores if BENCH["device"] == "cpu" else 1
+BENCH_THREADS = workflow.cores if BENCH_DEVICE == "cpu" else 1
 
 
 rule benchmark:
     input:
         unpack(bench_models),
-        data=f"{RESULTS}/data/{{dataset}}/test.jsonl",
+        data=data_file("{dataset}", "test"),
     output:
-        expand(f"{RESULTS}/bench/{BENCH_DEVICE}/{{size}}/{{dataset}}/{{variant}}.json",
-               variant=all_variants(), allow_missing=True),
+        expand(bench_json("{size}", "{dataset}", "{variant}"), variant=all_variants(),
+               allow_missing=True),
     params:
-        launch=single_gpu_launcher(1 if BENCH["device"] == "cuda" else 0),
+        launch=single_gpu_launcher(BENCH_GPU),
         models=bench_model_flags,
         outdir=lambda wc, output: os.path.dirname(output[0]),
         settings=stage_settings_json(CFG.benchmark),
@@ -26,7 +26,7 @@ rule benchmark:
     threads: BENCH_THREADS
     resources:
         # one GPU, always: the benchmark times one process (no torchrun), pinned like training
-        gpu=lambda wc: 1 if BENCH["device"] == "cuda" else 0,
+        gpu=BENCH_GPU,
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
         runtime=240,
     shell:
@@ -38,12 +38,12 @@ rule benchmark:
 
 rule benchmark_arch:
     output:
-        expand(f"{RESULTS}/bench_arch/{BENCH_DEVICE}/{{arch}}/{{archvariant}}.json",
-               archvariant=VARIANTS, allow_missing=True),
+        expand(bench_arch_json("{arch}", "{archvariant}"), archvariant=VARIANTS,
+               allow_missing=True),
     wildcard_constraints:
-        arch="|".join(settings.FLAN_SIZES),
+        arch="|".join(flan_t5.SIZES),
     params:
-        launch=single_gpu_launcher(1 if BENCH["device"] == "cuda" else 0),
+        launch=single_gpu_launcher(BENCH_GPU),
         variants=" ".join(VARIANTS),
         outdir=lambda wc, output: os.path.dirname(output[0]),
         settings=stage_settings_json(CFG.benchmark),
@@ -55,7 +55,7 @@ rule benchmark_arch:
         f"{BENCHMARKS}/benchmark_arch/{{arch}}.tsv",
     threads: BENCH_THREADS
     resources:
-        gpu=lambda wc: 1 if BENCH["device"] == "cuda" else 0,
+        gpu=BENCH_GPU,
         mem_mb=64000,
         runtime=240,
     shell:

@@ -5,9 +5,9 @@
 
 rule ct2_export:
     input:
-        model=f"{RESULTS}/models/{{size}}/{{dataset}}/{{variant}}/model/sidecar.json",
+        model=model_sidecar("{size}", "{dataset}", "{variant}"),
     output:
-        sidecar=f"{RESULTS}/ct2/{{size}}/{{dataset}}/{{variant}}/sidecar.json",
+        sidecar=ct2_sidecar("{size}", "{dataset}", "{variant}"),
     params:
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),
         outdir=lambda wc, output: os.path.dirname(output.sidecar),

@@ -3,10 +3,8 @@
 
 rule data:
     output:
-        train=f"{RESULTS}/data/{{dataset}}/train.jsonl",
-        validation=f"{RESULTS}/data/{{dataset}}/validation.jsonl",
-        test=f"{RESULTS}/data/{{dataset}}/test.jsonl",
-        sidecar=f"{RESULTS}/data/{{dataset}}/data.json",
+        **{split: data_file("{dataset}", split) for split in settings.SPLITS},
+        sidecar=f"{data_dir('{dataset}')}/data.json",
     params:
         # datasets.<name> merged over data: one JSON argument, shell-quoted below (:q)
         settings=lambda wc: settings_json(CFG.datasets[wc.dataset]),
@@ -28,9 +26,9 @@ rule data:
 
 rule tokenizer:
     input:
-        train=f"{RESULTS}/data/{{dataset}}/train.jsonl",
+        train=data_file("{dataset}", "train"),
     output:
-        f"{RESULTS}/tokenizer/{{size}}/{{dataset}}/sidecar.json",
+        f"{tokenizer_dir('{size}', '{dataset}')}/sidecar.json",
     params:
         vocab=lambda wc: model_spec(wc.size)["tokenizer_vocab_size"],
         outdir=lambda wc, output: os.path.dirname(output[0]),

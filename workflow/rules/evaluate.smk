@@ -7,8 +7,8 @@ rule evaluate:
     input:
         unpack(lambda wc: eval_inputs(wc, CFG.evaluate.engine)),
     output:
-        scores=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.json",
-        predictions=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.predictions.jsonl",
+        scores=eval_json("{size}", "{dataset}", "{variant}"),
+        predictions=eval_predictions("{size}", "{dataset}", "{variant}"),
     params:
         # one process, one GPU (pinned when execution.pin_gpus), whatever gpus_per_job says
         launch=lambda wc: single_gpu_launcher(res(wc.size, "gpu")),
@@ -36,11 +36,10 @@ rule evaluate:
 rule evaluate_engine:
     input:
         unpack(lambda wc: eval_inputs(wc, wc.engine)),
-        reference=f"{RESULTS}/eval/{{size}}/{{dataset}}/{{variant}}.predictions.jsonl",
+        reference=eval_predictions("{size}", "{dataset}", "{variant}"),
     output:
-        scores=f"{RESULTS}/eval_engines/{{size}}/{{dataset}}/{{variant}}/{{engine}}.json",
-        predictions=(f"{RESULTS}/eval_engines/{{size}}/{{dataset}}/{{variant}}/"
-                     f"{{engine}}.predictions.jsonl"),
+        scores=eval_engine_json("{size}", "{dataset}", "{variant}", "{engine}"),
+        predictions=eval_engine_predictions("{size}", "{dataset}", "{variant}", "{engine}"),
     params:
         launch=lambda wc: single_gpu_launcher(res(wc.size, "gpu")),
         model=lambda wc: model_dir(wc.size, wc.dataset, wc.variant),

@@ -5,19 +5,19 @@ rule finetune:
     input:
         unpack(teacher_inputs),
     output:
-        f"{RESULTS}/models/{{size}}/{{dataset}}/e6d6/model/sidecar.json",
+        model_sidecar("{size}", "{dataset}", TEACHER),
     params:
         launch=lambda wc: launcher(wc.size),
         model=teacher_model_flags,
         settings=settings_json(CFG.finetune),
-        ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, "e6d6", "finetune"),
-        out=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
+        ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, TEACHER, "finetune"),
+        out=lambda wc: model_dir(wc.size, wc.dataset, TEACHER),
         code=code("finetune"),
     log:
         f"{LOGS}/finetune/{{size}}/{{dataset}}/e6d6.log",
     benchmark:
         f"{BENCHMARKS}/finetune/{{size}}/{{dataset}}/e6d6.tsv",
-    retries: config["execution"]["retries"]
+    retries: CFG.retries
     # the teacher runs alone (every later job needs it): on a CPU it gets every core
     threads: lambda wc: workflow.cores if res(wc.size, "gpu") == 0 else 1
     resources:
@@ -36,15 +36,14 @@ rule finetune:
 
 rule refinetune:
     input:
-        pruned=f"{RESULTS}/models/{{size}}/{{dataset}}/{{pvariant}}/pruned/sidecar.json",
-        train=f"{RESULTS}/data/{{dataset}}/train.jsonl",
-        validation=f"{RESULTS}/data/{{dataset}}/validation.jsonl",
+        pruned=pruned_sidecar("{size}", "{dataset}", "{pvariant}"),
+        **train_inputs("{dataset}"),
     output:
-        f"{RESULTS}/models/{{size}}/{{dataset}}/{{pvariant}}/model/sidecar.json",
+        model_sidecar("{size}", "{dataset}", "{pvariant}"),
     params:
         launch=lambda wc: launcher(wc.size),
         settings=settings_json(CFG.refinetune),
-        pruned=lambda wc: f"{RESULTS}/models/{wc.size}/{wc.dataset}/{wc.pvariant}/pruned",
+        pruned=lambda wc: pruned_dir(wc.size, wc.dataset, wc.pvariant),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.pvariant, "refinetune"),
         out=lambda wc: model_dir(wc.size, wc.dataset, wc.pvariant),
         code=code("finetune"),
@@ -52,7 +51,7 @@ rule refinetune:
         f"{LOGS}/refinetune/{{size}}/{{dataset}}/{{pvariant}}.log",
     benchmark:
         f"{BENCHMARKS}/refinetune/{{size}}/{{dataset}}/{{pvariant}}.tsv",
-    retries: config["execution"]["retries"]
+    retries: CFG.retries
     threads: 1
     resources:
         gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "gpus_per_job"),

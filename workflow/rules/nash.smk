@@ -8,23 +8,19 @@
 
 rule nash:
     input:
-        teacher=f"{RESULTS}/models/{{size}}/{{dataset}}/e6d6/model/sidecar.json",
-        train=f"{RESULTS}/data/{{dataset}}/train.jsonl",
-        validation=f"{RESULTS}/data/{{dataset}}/validation.jsonl",
+        teacher=model_sidecar("{size}", "{dataset}", TEACHER),
+        **train_inputs("{dataset}"),
     output:
-        f"{RESULTS}/models/{{size}}/{{dataset}}/{{nvariant}}/pruned/sidecar.json",
+        pruned_sidecar("{size}", "{dataset}", "{nvariant}"),
     params:
         launch=lambda wc: launcher(wc.size),
-        teacher=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
+        teacher=lambda wc: model_dir(wc.size, wc.dataset, TEACHER),
         # a -rel variant trains with the released code's protocol (its own settings block)
-        settings=lambda wc: settings_json(CFG.nash_train_released
-                                          if variants.protocol(wc.nvariant) == "released"
-                                          else CFG.nash_train),
+        settings=lambda wc: settings_json(CFG.nash_stage_settings(wc.nvariant)[1]),
+        key=lambda wc: CFG.nash_stage_settings(wc.nvariant)[0],
         # a baseline keeps its depth variant's blocks, chosen as for the re-fine-tuned twin
-        key=lambda wc: ("nash.released.train" if variants.protocol(wc.nvariant) == "released"
-                        else "nash.train"),
         selection=lambda wc: ("" if wc.nvariant.startswith("nash-") else
-                              shlex.join(["--sixths-selection", config["layer_selection"]])),
+                              shlex.join(["--layer-selection", CFG.layer_selection])),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "nash"),
         out=lambda wc, output: os.path.dirname(output[0]),
         code=code("nash"),
@@ -32,7 +28,7 @@ rule nash:
         f"{LOGS}/nash/{{size}}/{{dataset}}/{{nvariant}}.log",
     benchmark:
         f"{BENCHMARKS}/nash/{{size}}/{{dataset}}/{{nvariant}}.tsv",
-    retries: config["execution"]["retries"]
+    retries: CFG.retries
     threads: 1
     resources:
         # the launcher runs gpus_per_job processes (DDP), one GPU each
@@ -52,18 +48,14 @@ rule nash:
 
 rule nash_finetune:
     input:
-        pruned=f"{RESULTS}/models/{{size}}/{{dataset}}/{{nvariant}}/pruned/sidecar.json",
-        train=f"{RESULTS}/data/{{dataset}}/train.jsonl",
-        validation=f"{RESULTS}/data/{{dataset}}/validation.jsonl",
+        pruned=pruned_sidecar("{size}", "{dataset}", "{nvariant}"),
+        **train_inputs("{dataset}"),
     output:
-        f"{RESULTS}/models/{{size}}/{{dataset}}/{{nvariant}}/model/sidecar.json",
+        model_sidecar("{size}", "{dataset}", "{nvariant}"),
     params:
         launch=lambda wc: launcher(wc.size),
-        settings=lambda wc: settings_json(CFG.nash_finetune_released
-                                          if variants.protocol(wc.nvariant) == "released"
-                                          else CFG.nash_finetune),
-        key=lambda wc: ("nash.released.finetune" if variants.protocol(wc.nvariant) == "released"
-                        else "nash.finetune"),
+        settings=lambda wc: settings_json(CFG.nash_finetune_settings(wc.nvariant)[1]),
+        key=lambda wc: CFG.nash_finetune_settings(wc.nvariant)[0],
         pruned=lambda wc, input: os.path.dirname(input.pruned),
         ckpt=lambda wc: checkpoint_dir(wc.size, wc.dataset, wc.nvariant, "finetune"),
         out=lambda wc, output: os.path.dirname(output[0]),
@@ -72,7 +64,7 @@ rule nash_finetune:
         f"{LOGS}/nash_finetune/{{size}}/{{dataset}}/{{nvariant}}.log",
     benchmark:
         f"{BENCHMARKS}/nash_finetune/{{size}}/{{dataset}}/{{nvariant}}.tsv",
-    retries: config["execution"]["retries"]
+    retries: CFG.retries
     threads: 1
     resources:
         gpu=lambda wc: res(wc.size, "gpu") * res(wc.size, "gpus_per_job"),

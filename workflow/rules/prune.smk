@@ -3,13 +3,13 @@
 
 rule prune_layers:
     input:
-        teacher=f"{RESULTS}/models/{{size}}/{{dataset}}/e6d6/model/sidecar.json",
+        teacher=model_sidecar("{size}", "{dataset}", TEACHER),
     output:
-        f"{RESULTS}/models/{{size}}/{{dataset}}/{{pvariant}}/pruned/sidecar.json",
+        pruned_sidecar("{size}", "{dataset}", "{pvariant}"),
     params:
-        teacher=lambda wc: model_dir(wc.size, wc.dataset, "e6d6"),
-        out=lambda wc: f"{RESULTS}/models/{wc.size}/{wc.dataset}/{wc.pvariant}/pruned",
-        strategy=config["layer_selection"],
+        teacher=lambda wc: model_dir(wc.size, wc.dataset, TEACHER),
+        out=lambda wc: pruned_dir(wc.size, wc.dataset, wc.pvariant),
+        layer_selection=CFG.layer_selection,
         code=code("prune_layers"),
     log:
         f"{LOGS}/prune_layers/{{size}}/{{dataset}}/{{pvariant}}.log",
@@ -20,4 +20,4 @@ rule prune_layers:
         mem_mb=lambda wc: res(wc.size, "mem_mb"),
     shell:
         "python -m asymprune.prune_layers --model {params.teacher:q} --variant {wildcards.pvariant}"
-        " --strategy {params.strategy} --output {params.out:q} > {log:q} 2>&1"
+        " --layer-selection {params.layer_selection} --output {params.out:q} > {log:q} 2>&1"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import platform
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from asymprune import records, settings
+from asymprune import records, settings, settings_io
 from asymprune.benchmark import __doc__ as USAGE
 from asymprune.benchmark.inputs import (build_arch_model, make_batches, random_sources,
                                         sources_from_file)
@@ -40,7 +41,9 @@ def _variant_dir(text: str) -> tuple[str, Path]:
     return variant, Path(path)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, settings.Benchmark]:
+    """The job's own arguments and the protocol settings it runs with (for ``--arch``: fixed
+    mode only unless ``--modes`` says otherwise, and no NASH protocol)."""
     p = argparse.ArgumentParser(prog="python -m asymprune.benchmark", description=USAGE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("models (--model ... or --arch with --variants)")
@@ -74,11 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="torch CPU threads (0 = leave torch's default); recorded either way")
     p.add_argument("--output-dir", type=Path, required=True,
                    help="one <variant>.json per variant is written here")
-    settings.add_arguments(p, settings.Benchmark, "protocol (asymprune.settings.Benchmark; with "
+    settings_io.add_arguments(p, settings.Benchmark, "protocol (asymprune.settings.Benchmark; with "
                                                   "--arch, modes defaults to fixed only)")
-    args = p.parse_args(argv)
-    modes_given = hasattr(args, "modes")
-    settings.resolve(settings.Benchmark, args, p)
+    modes_given = hasattr(p.parse_args(argv), "modes")  # a flag (not --settings) names them
+    args, b = settings_io.parse(p, settings.Benchmark, argv)
 
     if bool(args.model) == (args.arch is not None):
         p.error("give exactly one of --model VARIANT=DIR ... or --arch SIZE")
@@ -99,10 +101,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--ct2-model goes with --model; --arch models are exported here")
         if args.dataset is not None:
             p.error("--dataset makes no sense with --arch (random weights, no data)")
-        if not modes_given:
-            # random weights have no natural length: only fixed mode applies to an architecture
-            args.modes = ["fixed"]
-        args.nash_protocol = False  # beam search over random weights measures nothing real
+        # random weights have no natural length: only fixed mode applies to an architecture
+        # (unless --modes asks); beam search over random weights measures nothing real
+        b = dataclasses.replace(b, modes=b.modes if modes_given else ["fixed"],
+                                nash_protocol=False)
     else:
         if args.variants:
             p.error("--variants goes with --arch; with --model the variant is in VARIANT=DIR")
@@ -113,22 +115,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if not (path / "config.json").is_file():
                 p.error(f"--model {v}={path}: no config.json there")
         ct2_dirs = dict(args.ct2_model)
-        if any(e.startswith("ct2-") for e in args.engines):
+        if any(e.startswith("ct2-") for e in b.engines):
             missing = [v for v in names if v not in ct2_dirs]
             if missing:
-                p.error(f"--engines {args.engines} has a ct2-* engine: give --ct2-model "
+                p.error(f"--engines {b.engines} has a ct2-* engine: give --ct2-model "
                         f"VARIANT=DIR for {missing}")
         elif ct2_dirs:
             p.error("--ct2-model given, but --engines has no ct2-* engine")
         for v, path in args.ct2_model:
             if not (path / "model.bin").is_file():
                 p.error(f"--ct2-model {v}={path}: no model.bin there")
-    if ("natural" in args.modes or args.nash_protocol) and args.data_file is None:
+    if ("natural" in b.modes or b.nash_protocol) and args.data_file is None:
         p.error("natural mode and the NASH protocol need --data-file: when a model stops "
                 "depends on real inputs (and random weights have no natural length)")
     if args.data_file is not None and not args.data_file.is_file():
         p.error(f"--data-file {args.data_file} does not exist")
-    return args
+    return args, b
 
 
 def device_name(device: torch.device) -> str:
@@ -145,12 +147,12 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def load_decoders(models: dict, args, device: torch.device
+def load_decoders(models: dict, args, b: settings.Benchmark, device: torch.device
                   ) -> tuple[dict[tuple[str, str], object], dict[str, dict]]:
     """What each (variant, engine) decodes with, every one resident at once, and per variant
     what its CTranslate2 export padded. ``--arch`` models are exported here (with an
     ``IdVocabulary``: they have no tokenizer); ``--model`` variants use ``--ct2-model``."""
-    engines = list(dict.fromkeys(args.engines + (["eager"] if args.nash_protocol else [])))
+    engines = list(dict.fromkeys(b.engines + (["eager"] if b.nash_protocol else [])))
     decoders: dict[tuple[str, str], object] = {}
     info: dict[str, dict] = {}
     ct2_engines = [e for e in engines if e.startswith("ct2-")]
@@ -200,32 +202,32 @@ def print_cell(cell: Cell, stats: dict[tuple[str, str], dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = parse_args(argv)
+    args, b = parse_args(argv)
     start = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(b.device)
 
     if device.type == "cuda":
         # sized on the meta device: shapes only, nothing read or allocated
         if args.arch is not None:
             metas = {v: build_arch_model(args.arch, v, args.layer_selection, args.seed,
-                                         torch.device("meta"), args.dtype) for v in args.variants}
+                                         torch.device("meta"), b.dtype) for v in args.variants}
         else:
-            metas = {v: meta_model(path, args.dtype) for v, path in args.model}
+            metas = {v: meta_model(path, b.dtype) for v, path in args.model}
         check_fits({v: weight_bytes(m) for v, m in metas.items()},
                    torch.cuda.mem_get_info(device)[0],
                    f"benchmark of {args.size}/{args.dataset}" if args.dataset
-                   else f"architecture-only benchmark of {args.size}", args.dtype)
+                   else f"architecture-only benchmark of {args.size}", b.dtype)
     if args.arch is not None:
         models = {v: build_arch_model(args.arch, v, args.layer_selection, args.seed, device,
-                                      args.dtype) for v in sort(args.variants)}
+                                      b.dtype) for v in sort(args.variants)}
         tokenizer = None
     else:
         # every variant resident at once: the rounds alternate between them (check_fits above
         # stops a job whose weights cannot fit)
         paths = dict(args.model)
-        models = {v: load_model(paths[v], args.dtype).to(device).eval() for v in sort(paths)}
+        models = {v: load_model(paths[v], b.dtype).to(device).eval() for v in sort(paths)}
         tokenizer = load_tokenizer(paths[next(iter(models))])
     first = next(iter(models.values())).config
     eos_id, pad_id = first.eos_token_id, first.pad_token_id
@@ -238,21 +240,21 @@ def main(argv: list[str] | None = None) -> int:
                              f"its outputs are not comparable")
 
     if args.data_file is not None:
-        sources = sources_from_file(args.data_file, tokenizer, args.source_tokens, args.inputs)
-        inputs = args.inputs
+        sources = sources_from_file(args.data_file, tokenizer, b.source_tokens, b.inputs)
+        inputs = b.inputs
     else:
         # Fixed mode only: the content of the input does not change the amount of work.
-        sources = random_sources(first.vocab_size, args.source_tokens,
-                                 max(args.batch_sizes) * args.runs, args.seed, eos_id)
+        sources = random_sources(first.vocab_size, b.source_tokens,
+                                 max(b.batch_sizes) * b.runs, args.seed, eos_id)
         inputs = "random"
 
-    decoders, ct2_info = load_decoders(models, args, device)
+    decoders, ct2_info = load_decoders(models, args, b, device)
     results = {v: [] for v in models}
-    for cell in cells(args):
+    for cell in cells(b):
         # one batch per timed round: `runs` different groups of documents per batch size
-        batches = make_batches(sources, cell.batch_size, args.runs, pad_id, device)
+        batches = make_batches(sources, cell.batch_size, b.runs, pad_id, device)
         source_tokens_mean = statistics.fmean(float(m.sum()) / m.shape[0] for _, m in batches)
-        stats = time_cell(decoders, cell, batches, args, eos_id, device)
+        stats = time_cell(decoders, cell, batches, b, eos_id, device)
         for (v, engine), s in stats.items():
             results[v].append(records.BenchCell(
                 protocol=cell.protocol, mode=cell.mode, engine=engine, inputs=inputs,
@@ -271,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             device_name=device_name(device),
             model_source="arch" if args.arch is not None else "model",
             inputs=inputs,
-            source_tokens=args.source_tokens,
-            dtype=args.dtype,
+            source_tokens=b.source_tokens,
+            dtype=b.dtype,
             torch_threads=torch.get_num_threads(),
             load_avg_1m_end=os.getloadavg()[0],
             params=count_parameters(model),
@@ -283,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             decoder_layers=cfg.num_decoder_layers,
             results=tuple(results[v]))
         write_json(args.output_dir / f"{v}.json", make_sidecar(
-            "benchmark", vars(args),
-            samples={"warmup_runs": args.warmup, "timed_runs": args.runs,
+            "benchmark", settings_io.record(args, b),
+            samples={"warmup_runs": b.warmup, "timed_runs": b.runs,
                      "cells": len(results[v]), "distinct_sources": len(sources)},
             wall_time_s=wall, **record.to_dict()))
     log.info("wrote %d files to %s", len(models), args.output_dir)

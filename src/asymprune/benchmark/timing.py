@@ -145,21 +145,22 @@ class Cell:
     batch_size: int
     num_beams: int
 
-    def gen_kwargs(self, args) -> dict:
+    def gen_kwargs(self, b) -> dict:
         if self.mode == "fixed":
-            kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+            kw = dict(max_new_tokens=b.new_tokens, min_new_tokens=b.new_tokens)
         else:
-            kw = dict(max_new_tokens=args.max_new_tokens)
+            kw = dict(max_new_tokens=b.max_new_tokens)
         kw["use_cache"] = True
         if self.num_beams > 1:
             kw["num_beams"] = self.num_beams
         return kw
 
 
-def cells(args) -> list[Cell]:
-    out = [Cell("paper", mode, tuple(args.engines), bs, 1)
-           for mode in args.modes for bs in args.batch_sizes]
-    if args.nash_protocol:
+def cells(b) -> list[Cell]:
+    """The cells one job times, from its protocol settings (``asymprune.settings.Benchmark``)."""
+    out = [Cell("paper", mode, tuple(b.engines), bs, 1)
+           for mode in b.modes for bs in b.batch_sizes]
+    if b.nash_protocol:
         out.append(Cell("nash", "natural", ("eager",), NASH_BATCH, NASH_BEAMS))
     return out
 
@@ -192,7 +193,7 @@ def summarize(times_ms: list[float], counts: list[int], steps: list[int],
     }
 
 
-def time_cell(decoders: dict[tuple[str, str], object], cell: Cell, batches: list, args,
+def time_cell(decoders: dict[tuple[str, str], object], cell: Cell, batches: list, b,
               eos_id: int, device: torch.device) -> dict[tuple[str, str], dict]:
     """Warm-up, then ``runs`` rounds, each timing every (variant, engine) of ``decoders``
     whose engine is one of the cell's, in an order rotated by the round; stats per pair.
@@ -200,7 +201,7 @@ def time_cell(decoders: dict[tuple[str, str], object], cell: Cell, batches: list
     ``decoders[(variant, engine)]`` is what ``generate_with(engine, ...)`` decodes with: the
     torch model for eager and compiled, a loaded ``asymprune.ct2.Ct2Model`` for ct2-*.
     """
-    gen_kwargs = cell.gen_kwargs(args)
+    gen_kwargs = cell.gen_kwargs(b)
     pairs = [key for key in decoders if key[1] in cell.engines]
 
     def run_once(pair, batch):
@@ -213,9 +214,9 @@ def time_cell(decoders: dict[tuple[str, str], object], cell: Cell, batches: list
         elapsed = (time.perf_counter() - t0) * 1000.0
         added = memory_added(device, pair[1], mem)
         counts = new_token_counts(out, eos_id)
-        if cell.mode == "fixed" and (out.shape[1] - 1 != args.new_tokens
-                                     or any(c != args.new_tokens for c in counts)):
-            raise AssertionError(f"fixed mode, {pair[1]}: expected exactly {args.new_tokens} "
+        if cell.mode == "fixed" and (out.shape[1] - 1 != b.new_tokens
+                                     or any(c != b.new_tokens for c in counts)):
+            raise AssertionError(f"fixed mode, {pair[1]}: expected exactly {b.new_tokens} "
                                  f"new tokens per row, got width {out.shape[1] - 1} and per-row "
                                  f"{counts}")
         return elapsed, counts, added
@@ -224,7 +225,7 @@ def time_cell(decoders: dict[tuple[str, str], object], cell: Cell, batches: list
     # The compiled engine compiles once per input shape: warm every distinct shape up, so that
     # no compilation lands in a timed run.
     shapes = {tuple(b[0].shape): b for b in batches}
-    warm = [batches[i % len(batches)] for i in range(args.warmup)]
+    warm = [batches[i % len(batches)] for i in range(b.warmup)]
     for pair in pairs:
         for batch in warm + (list(shapes.values()) if pair[1] == "compiled" else []):
             run_once(pair, batch)
@@ -236,7 +237,7 @@ def time_cell(decoders: dict[tuple[str, str], object], cell: Cell, batches: list
     load_before = os.getloadavg()[0]
     cpus = usable_cpus()
     before, t0 = cpu_ticks(cpus), time.perf_counter()
-    for r in range(args.runs):
+    for r in range(b.runs):
         batch = batches[r % len(batches)]
         k = r % len(pairs)
         for pair in pairs[k:] + pairs[:k]:  # rotated: pair i at (i - r) mod P

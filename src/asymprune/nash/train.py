@@ -64,12 +64,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import os
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -79,10 +81,10 @@ from accelerate.utils import gather_object
 from torch import nn
 from transformers import DataCollatorForSeq2Seq, get_scheduler
 
-from asymprune import rouge, settings, variants
+from asymprune import rouge, settings, settings_io, variants
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.artifacts import atomic_dir, write_jsonl
-from asymprune.batching import batch_plan, label_pad_id, settings_key
+from asymprune.batching import batch_plan, label_pad_id
 from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
                                    torch_file_problem)
 from asymprune.generation import generate
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"floor((L-1)/(k-1) j), encoder heads + FFN units L0-pruned to 30 %%; "
                         f"or an equal-budget baseline, {variants.BASELINE_GRAMMAR}, e.g. "
                         f"e6d2-kd: e6d2's blocks trained here without gates")
-    m.add_argument("--sixths-selection", choices=SIXTHS_STRATEGIES, default="auto",
+    m.add_argument("--layer-selection", choices=SIXTHS_STRATEGIES, default="auto",
                    help="for an equal-budget baseline: how sixths become blocks (the "
                         "workflow's layer_selection; default %(default)s)")
     d = p.add_argument_group("data")
@@ -146,47 +148,79 @@ def build_parser() -> argparse.ArgumentParser:
                    help="physically pruned model folder (model, tokenizer, sidecar.json)")
     o.add_argument("--checkpoint-dir", required=True, type=Path,
                    help="resumable checkpoints (kept across reruns)")
-    settings.add_arguments(p, settings.NashTrain)
+    settings_io.add_arguments(p, settings.NashTrain)
     return p
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class StudentSpec:
+    """What the variant id fixes about the student (facts of the id, not settings)."""
+
+    encoder_mode: str          # l0, layerss or none
+    target_sparsity: float
+    protocol: str              # paper, or released (a -rel id)
+
+
+@dataclass(frozen=True)
+class NashJob:
+    """One NASH run as the command line gives it: the stage's own arguments (paths, variant,
+    ``--layer-selection``), the settings it trains with (after what the variant implies,
+    :func:`settings_for`) and what the id fixes."""
+
+    args: argparse.Namespace
+    settings: settings.NashTrain
+    spec: StudentSpec
+
+    def record(self, **more) -> dict:
+        """The sidecar's ``args`` and the checkpoint fingerprint's fields: all three."""
+        return settings_io.record(self.args, self.settings, **dataclasses.asdict(self.spec),
+                                  **more)
+
+
+def settings_for(variant: str, s: settings.NashTrain) -> tuple[settings.NashTrain, StudentSpec]:
+    """The settings a variant trains with and what its id fixes. An equal-budget baseline
+    keeps the depth variant's blocks without gates (none in the decoder either) and the same
+    steps and batches; ``kd`` keeps the distillation objective, ``ce`` trains on the labels
+    alone. The gates' learning rate defaults to the multipliers'. Made once, here: the
+    sidecar records these values."""
+    v = variants.parse_nash_stage(variant)
+    protocol = variants.protocol(variant)
+    changes: dict = {}
+    if isinstance(v, variants.BaselineVariant):
+        spec = StudentSpec("none", 0.0, protocol)
+        changes["decoder_gates"] = False
+        if v.objective == "ce":
+            changes.update(prediction_loss="ce", distill_enc=0.0, distill_dec=0.0)
+    else:
+        spec = StudentSpec(v.encoder_mode, v.target_sparsity, protocol)
+    if s.gate_learning_rate is None:
+        changes["gate_learning_rate"] = s.reg_learning_rate
+    return dataclasses.replace(s, **changes), spec
+
+
+def parse_args(argv: list[str] | None) -> NashJob:
     p = build_parser()
-    args = p.parse_args(argv)
-    settings.resolve(settings.NashTrain, args, p)
+    args, s = settings_io.parse(p, settings.NashTrain, argv)
     try:
-        v = variants.parse_nash_stage(args.variant)
+        s, spec = settings_for(args.variant, s)
     except ValueError as e:
         p.error(f"--variant: {e}")
-    # what the id fixes, as plain attributes for the training code and the sidecar
-    if isinstance(v, variants.BaselineVariant):
-        # An equal-budget baseline: the depth variant's blocks, no gates, the same steps and
-        # batches; kd keeps the distillation objective, ce trains on the labels alone.
-        args.encoder_mode, args.target_sparsity = "none", 0.0
-        args.decoder_gates = False      # "without gates": none in the decoder either
-        if v.objective == "ce":
-            args.prediction_loss, args.distill_enc, args.distill_dec = "ce", 0.0, 0.0
-    else:
-        args.encoder_mode, args.target_sparsity = v.encoder_mode, v.target_sparsity
-    args.protocol = variants.protocol(args.variant)
-    if args.gate_learning_rate is None:
-        args.gate_learning_rate = args.reg_learning_rate
     if args.batch_divisor < 1:
         p.error(f"--batch-divisor must be >= 1, got {args.batch_divisor}")
     for flag in ("train_file", "validation_file"):
         if not getattr(args, flag).is_file():
             p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} does not exist")
-    return args
+    return NashJob(args, s, spec)
 
 
-def student_blocks(args: argparse.Namespace, n_enc: int,
+def student_blocks(variant: str, layer_selection: str, n_enc: int,
                    n_dec: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(encoder, decoder) blocks of the teacher the student keeps: a NASH variant's selection,
-    or an equal-budget baseline's depth variant by ``--sixths-selection`` (the blocks its
+    or an equal-budget baseline's depth variant by ``layer_selection`` (the blocks its
     re-fine-tuned twin keeps)."""
-    v = variants.parse_nash_stage(args.variant)
+    v = variants.parse_nash_stage(variant)
     if isinstance(v, variants.BaselineVariant):
-        return v.blocks(n_enc, n_dec, args.sixths_selection)
+        return v.blocks(n_enc, n_dec, layer_selection)
     return v.blocks(n_enc, n_dec)
 
 
@@ -283,16 +317,16 @@ class NashObjective:
     ``forward`` is the (possibly DDP-wrapped) :class:`GatedStudent`.
     """
 
-    def __init__(self, forward, student, teacher, enc_pairs, dec_pairs, args, lambdas=None):
+    def __init__(self, forward, student, teacher, enc_pairs, dec_pairs, settings, lambdas=None):
         self.forward, self.student, self.teacher = forward, student, teacher
         self.enc_pairs, self.dec_pairs = list(enc_pairs), list(dec_pairs)
-        self.args, self.lambdas = args, lambdas
+        self.settings, self.lambdas = settings, lambdas
         self.t_enc, self.t_dec = BlockOutputs(teacher.encoder), BlockOutputs(teacher.decoder)
         self.s_enc, self.s_dec = BlockOutputs(student.encoder), BlockOutputs(student.decoder)
 
     def terms(self, batch, target: float, target_tokens=None, source_tokens=None,
               autocast=contextlib.nullcontext) -> dict:
-        args = self.args
+        s = self.settings
         labels = batch["labels"]
         tok = labels != -100
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "decoder_input_ids")}
@@ -306,7 +340,7 @@ class NashObjective:
         s_h_dec, t_h_dec = final_normed(self.student.decoder, self.teacher.decoder,
                                         self.s_dec.take(), t_h_dec, self.dec_pairs)
         terms = {
-            "kl": kl_distill(logits, t_logits, tok, args.kl_temperature, args.kl_direction,
+            "kl": kl_distill(logits, t_logits, tok, s.kl_temperature, s.kl_direction,
                              tokens=target_tokens),
             "ce": cross_entropy(logits, labels, tokens=target_tokens),
             "enc_mse": hidden_mse(s_h_enc, t_h_enc, self.enc_pairs,
@@ -314,8 +348,8 @@ class NashObjective:
             "dec_mse": hidden_mse(s_h_dec, t_h_dec, self.dec_pairs, tok,
                                   tokens=target_tokens),
         }
-        terms["distill"] = total_loss(terms[args.prediction_loss], terms["enc_mse"],
-                                      terms["dec_mse"], None, args.distill_enc, args.distill_dec)
+        terms["distill"] = total_loss(terms[s.prediction_loss], terms["enc_mse"],
+                                      terms["dec_mse"], None, s.distill_enc, s.distill_dec)
         terms["loss"] = terms["distill"]
         if s_hat is not None:
             reg = gates.lagrangian(s_hat, target, self.lambdas[0], self.lambdas[1])
@@ -378,7 +412,8 @@ def sigterm_flag():
 
 
 @torch.no_grad()
-def evaluate(student, teacher, data, collate, batch_size: int, args) -> dict[str, float]:
+def evaluate(student, teacher, data, collate, batch_size: int,
+             cfg: settings.NashTrain) -> dict[str, float]:
     """Token-averaged CE (labels) and KL to the teacher of the student on ``data``."""
     student.eval()
     ce_sum = kl_sum = 0.0
@@ -390,7 +425,7 @@ def evaluate(student, teacher, data, collate, batch_size: int, args) -> dict[str
         mask = labels != -100
         n = int(mask.sum())
         ce_sum += float(cross_entropy(s, labels)) * n
-        kl_sum += float(kl_distill(s, t, mask, args.kl_temperature, args.kl_direction)) * n
+        kl_sum += float(kl_distill(s, t, mask, cfg.kl_temperature, cfg.kl_direction)) * n
         tokens += n
     return {"ce": ce_sum / tokens, "kl": kl_sum / tokens, "tokens": tokens}
 
@@ -418,16 +453,60 @@ def sparsity_report(expected: float, info: dict, target: float, miss_tolerance: 
 
 
 # ---------------------------------------------------------------------------------------------
+# what finalisation returns
+
+
+@dataclass(frozen=True)
+class FinalMasks:
+    """The encoder units kept (per layer: head and FFN-unit indices; None without L0 gates)
+    and the gates' account of reaching the target (:func:`sparsity_report`; {} without)."""
+
+    heads: list | None
+    units: list | None
+    report: dict
+
+    def kept_lists(self) -> dict[str, list[list[int]]]:
+        """``nash_masks.json``: the kept indices as plain lists."""
+        return {"encoder_kept_heads": [list(map(int, h)) for h in (self.heads or [])],
+                "encoder_kept_ffn_units": [list(map(int, u)) for u in (self.units or [])]}
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What was pruned: the masks, the decoder gates' factors folded into the weights, the
+    masked-vs-pruned logits check, and the pruned encoder's widths and sparsity."""
+
+    masks: FinalMasks
+    decoder_gate_factors: tuple | None
+    masked_vs_pruned_max_abs_diff: float | None
+    reached_sparsity: float
+    encoder_prunable_kept: int
+    heads_per_layer: list[int]
+    ffn_units_per_layer: list[int]
+
+
+@dataclass(frozen=True)
+class NashResult:
+    """The finalised student: what was pruned, and its validation CE / KL to the teacher."""
+
+    pruned: Pruned
+    validation: dict[str, float]
+
+
+# ---------------------------------------------------------------------------------------------
 # the recipe
 
 
 class NashRecipe:
     """One NASH run: ``setup`` (devices, models, data, optimisers, resume), ``train`` (the loop
-    of ``train_step``, with ``save`` and SIGTERM), ``finish`` (masks, pruning, outputs) and
-    ``cleanup``. Every process runs every method; only process 0 writes files."""
+    of ``train_step``, with ``save`` and SIGTERM), ``finish`` (``finalise``: masks ->
+    pruning -> checks -> validation, a :class:`NashResult`; then ``write_output``) and
+    ``cleanup``. Every process runs every method; only process 0 writes files. ``self.s`` is
+    the frozen settings the run trains with, ``self.spec`` what the variant id fixes."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
+    def __init__(self, job: NashJob):
+        self.job = job
+        self.args, self.s, self.spec = job.args, job.settings, job.spec
         self.t0 = time.time()
         self.step, self.history, self.resumed = 0, [], None
         # checkpoint selection: when it started, the best (step, score) so far, every score
@@ -440,8 +519,9 @@ class NashRecipe:
 
     def setup(self) -> None:
         args = self.args
+        s, spec = self.s, self.spec
         device = resolve_device(args.device)
-        if args.precision == "fp16" and device.type != "cuda":
+        if s.precision == "fp16" and device.type != "cuda":
             raise ValueError("--precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
         # One Python process may run several stages (the tests do); the HF Trainer resets
         # accelerate's process-wide state the same way before building its own.
@@ -451,74 +531,75 @@ class NashRecipe:
         acc = self.accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
         self.device, self.world, self.rank = acc.device, acc.num_processes, acc.process_index
         self.per_device, self.accum = batch_plan(
-            args.effective_batch_size, args.per_device_batch_size, args.batch_divisor,
-            self.world, settings_key(args.config_key))
+            s.effective_batch_size, s.per_device_batch_size, args.batch_divisor,
+            self.world, args.config_key)
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16,
-                          "fp16": torch.float16}[args.precision]
-        torch.manual_seed(args.seed)   # every process alike: DDP starts them equal anyway
+                          "fp16": torch.float16}[s.precision]
+        torch.manual_seed(s.seed)   # every process alike: DDP starts them equal anyway
 
         self.tokenizer = load_tokenizer(args.teacher)
         self.teacher = load_model(args.teacher).to(self.device).eval().requires_grad_(False)
         self.dims = EncoderDims.from_config(self.teacher.config)
         n_enc, n_dec = len(self.teacher.encoder.block), len(self.teacher.decoder.block)
-        self.enc_blocks, self.dec_blocks = student_blocks(args, n_enc, n_dec)
+        self.enc_blocks, self.dec_blocks = student_blocks(args.variant, args.layer_selection, n_enc,
+                                                          n_dec)
         self.student = keep_blocks(copy.deepcopy(self.teacher), self.enc_blocks,
                                    self.dec_blocks).train().requires_grad_(True)
-        self.frozen = freeze_embeddings(self.student) if args.freeze_embeddings else 0
+        self.frozen = freeze_embeddings(self.student) if s.freeze_embeddings else 0
 
-        self.train_data = tokenized(args.train_file, self.tokenizer, args.max_source_length,
-                                    args.max_target_length, args.max_train_samples)
-        self.valid_data = tokenized(args.validation_file, self.tokenizer, args.max_source_length,
-                                    args.max_target_length, args.max_eval_samples)
-        self.select_data = self.valid_data[:args.selection_samples]
+        self.train_data = tokenized(args.train_file, self.tokenizer, s.max_source_length,
+                                    s.max_target_length, s.max_train_samples)
+        self.valid_data = tokenized(args.validation_file, self.tokenizer, s.max_source_length,
+                                    s.max_target_length, s.max_eval_samples)
+        self.select_data = self.valid_data[:s.selection_samples]
         # the collator also builds decoder_input_ids (labels shifted right) from the teacher;
         # label_padding pad: padding carries the pad id, so every loss counts it (the
         # token masks below are labels != -100)
         collator = DataCollatorForSeq2Seq(
             self.tokenizer, model=self.teacher,
-            label_pad_token_id=label_pad_id(args.label_padding, self.tokenizer),
+            label_pad_token_id=label_pad_id(s.label_padding, self.tokenizer),
             pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.collate = lambda rows: collator(rows).to(self.device)
-        self.stream = ExampleStream(len(self.train_data), args.seed)
-        self.total = total_steps(args.epochs, args.max_steps, len(self.train_data),
-                                 args.effective_batch_size)
-        self.warmup = round(args.sparsity_warmup_fraction * self.total)
+        self.stream = ExampleStream(len(self.train_data), s.seed)
+        self.total = total_steps(s.epochs, s.max_steps, len(self.train_data),
+                                 s.effective_batch_size)
+        self.warmup = round(s.sparsity_warmup_fraction * self.total)
 
-        self.l0 = args.encoder_mode == "l0"
-        self.gate_module = (EncoderGates(self.dims, args.head_gate_init_log_alpha,
-                                         args.ffn_gate_init_droprate,
-                                         temperature=args.gate_temperature).to(self.device)
+        self.l0 = spec.encoder_mode == "l0"
+        self.gate_module = (EncoderGates(self.dims, s.head_gate_init_log_alpha,
+                                         s.ffn_gate_init_droprate,
+                                         temperature=s.gate_temperature).to(self.device)
                             if self.l0 else None)
         dec = self.student.config
         self.dec_gate_module = (DecoderGates(len(self.dec_blocks), dec.num_heads, dec.d_ff,
-                                             args.head_gate_init_log_alpha,
-                                             args.ffn_gate_init_droprate,
-                                             temperature=args.gate_temperature).to(self.device)
-                                if args.decoder_gates else None)
+                                             s.head_gate_init_log_alpha,
+                                             s.ffn_gate_init_droprate,
+                                             temperature=s.gate_temperature).to(self.device)
+                                if s.decoder_gates else None)
         self.model = GatedStudent(self.student, self.gate_module, self.dec_gate_module)
         gate_params = [p for m in (self.gate_module, self.dec_gate_module) if m is not None
                        for p in m.parameters()]
         self.lambdas = nn.Parameter(torch.zeros(2, device=self.device))   # (lambda_1, lambda_2)
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.student.parameters() if p.requires_grad], lr=args.learning_rate,
-            weight_decay=args.weight_decay)
-        self.scheduler = get_scheduler(args.lr_scheduler, self.optimizer,
-                                       num_warmup_steps=args.warmup_steps,
+            [p for p in self.student.parameters() if p.requires_grad], lr=s.learning_rate,
+            weight_decay=s.weight_decay)
+        self.scheduler = get_scheduler(s.lr_scheduler, self.optimizer,
+                                       num_warmup_steps=s.warmup_steps,
                                        num_training_steps=self.total)
-        self.gate_opt = (torch.optim.AdamW(gate_params, lr=args.gate_learning_rate,
+        self.gate_opt = (torch.optim.AdamW(gate_params, lr=s.gate_learning_rate,
                                            weight_decay=0.0) if gate_params else None)
         # maximize=True: the multipliers climb the Lagrangian while everything else descends it
-        self.lambda_opt = torch.optim.AdamW([self.lambdas], lr=args.reg_learning_rate,
+        self.lambda_opt = torch.optim.AdamW([self.lambdas], lr=s.reg_learning_rate,
                                             weight_decay=0.0, maximize=True)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
 
-        fp_args = argparse.Namespace(**vars(args), world_size=self.world)
         # process 0 discards stale checkpoints and sets incomplete ones aside; the others then
         # find only complete ones
         with acc.main_process_first():
             if acc.is_main_process:   # RNG states are per process: another world size starts over
                 discard_stale(args.checkpoint_dir,
-                              fingerprint(fp_args, FINGERPRINT_EXCLUDE, "nash"),
+                              fingerprint(self.job.record(world_size=self.world),
+                                          FINGERPRINT_EXCLUDE, "nash"),
                               f"{CHECKPOINT_PREFIX}-*")
             self.resumed = newest_checkpoint(args.checkpoint_dir)
         if self.resumed is not None:
@@ -530,10 +611,10 @@ class NashRecipe:
         self.ddp = acc.prepare(self.model)
         self.objective = NashObjective(self.ddp, self.student, self.teacher,
                                        list(enumerate(self.enc_blocks)),
-                                       list(enumerate(self.dec_blocks)), args, self.lambdas)
+                                       list(enumerate(self.dec_blocks)), s, self.lambdas)
         log.info("%d process(es): %d per device x %d accumulation x %d = %d examples per step; "
                  "%d steps", self.world, self.per_device, self.accum, self.world,
-                 args.effective_batch_size, self.total)
+                 s.effective_batch_size, self.total)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -545,10 +626,11 @@ class NashRecipe:
     def train_step(self) -> dict[str, float]:
         """Forward/backward over this process's micro-batches of the current step, then one
         step of each optimiser. Returns the step's terms over the whole effective batch."""
-        args, acc, step = self.args, self.accelerator, self.step
-        target = gates.target_at(step, args.target_sparsity, self.warmup) if self.l0 else 0.0
+        acc, step = self.accelerator, self.step
+        s, spec = self.s, self.spec
+        target = gates.target_at(step, spec.target_sparsity, self.warmup) if self.l0 else 0.0
         batches = [self.collate([self.train_data[i] for i in self.stream.indices(pos)])
-                   for pos in micro_batch_positions(step, args.effective_batch_size,
+                   for pos in micro_batch_positions(step, s.effective_batch_size,
                                                     self.per_device, self.accum, self.rank)]
         counts = torch.tensor([[float((b["labels"] != -100).sum()),
                                 float(b["attention_mask"].sum()), float(len(b["labels"]))]
@@ -587,19 +669,19 @@ class NashRecipe:
                 + "; lower the learning rates or use fp32")
         if self.l0:   # outside DDP: average by hand, so every process ascends alike
             self.lambdas.grad = acc.reduce(self.lambdas.grad, "mean")
-        if args.max_grad_norm > 0:
+        if s.max_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(
-                [p for p in self.student.parameters() if p.requires_grad], args.max_grad_norm)
+                [p for p in self.student.parameters() if p.requires_grad], s.max_grad_norm)
         for opt in (self.optimizer, self.gate_opt, self.lambda_opt if self.l0 else None):
             if opt is not None:
                 self.scaler.step(opt)
         self.scaler.update()
         self.scheduler.step()
         if self.dec_gate_module is not None:
-            self.dec_gate_module.constrain_(args.log_alpha_limit)
+            self.dec_gate_module.constrain_(s.log_alpha_limit)
         if self.l0:
-            self.gate_module.constrain_(args.log_alpha_limit)
+            self.gate_module.constrain_(s.log_alpha_limit)
             entry.update(lambda_1=float(self.lambdas[0].detach()),
                          lambda_2=float(self.lambdas[1].detach()))
         for opt in (self.optimizer, self.gate_opt, self.lambda_opt):
@@ -611,16 +693,17 @@ class NashRecipe:
     def train(self, on_step=None) -> int | None:
         """Steps until the end; EXIT_PREEMPTED after a SIGTERM (checkpoint saved).
         ``on_step(step)`` is called after each optimizer step (tests interrupt runs with it)."""
-        args, acc = self.args, self.accelerator
+        acc = self.accelerator
+        s = self.s
         with sigterm_flag() as preempted:
             self.student.train()
             while self.step < self.total:
                 entry = self.train_step()
                 step = self.step
-                if args.checkpoint_selection == "best" and (step % args.eval_steps == 0
+                if s.checkpoint_selection == "best" and (step % s.eval_steps == 0
                                                             or step == self.total):
                     self.select(entry)
-                if step % args.logging_steps == 0 or step == self.total or step == 1:
+                if step % s.logging_steps == 0 or step == self.total or step == 1:
                     self.history.append(entry)
                     log.info("step %d/%d %s", step, self.total,
                              " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
@@ -629,7 +712,7 @@ class NashRecipe:
                 # a SIGTERM may reach the processes at different steps: stop them at one
                 stop = bool(acc.reduce(torch.tensor([float(preempted[0])],
                                                     device=self.device), "sum") > 0)
-                if step % args.save_steps == 0 or step == self.total or stop:
+                if step % s.save_steps == 0 or step == self.total or stop:
                     self.save()
                 if stop:
                     log.warning("stopped by SIGTERM at step %d; rerun to resume", step)
@@ -705,11 +788,12 @@ class NashRecipe:
         """The student as it would be saved now: the encoder's deterministic masks for the
         final target (the units pruning would keep) and the decoder gates' fold factors,
         applied by the hooks; the training masks come back afterwards."""
-        args, model = self.args, self.model
+        model = self.model
+        s, spec = self.s, self.spec
         with torch.no_grad():
             if self.l0:
-                heads, units, _ = self.gate_module.deterministic(args.target_sparsity,
-                                                                  args.sparsity_tolerance)
+                heads, units, _ = self.gate_module.deterministic(spec.target_sparsity,
+                                                                  s.sparsity_tolerance)
                 model.masks.set(*masks_from_indices(heads, units, self.dims, self.device))
             if self.dec_gate_module is not None:
                 model.dec_masks.set(*self.dec_gate_module.fold_factors())
@@ -725,7 +809,7 @@ class NashRecipe:
         """ROUGE-L (F x 100) of the pruned view's greedy summaries of the first
         ``selection_samples`` validation examples, as the released trainer scores the
         pruned model; every process scores the same examples with the same weights."""
-        args = self.args
+        s = self.s
         self.student.eval()
         predictions, references = [], []
         with self.pruned_view() as student:
@@ -733,7 +817,7 @@ class NashRecipe:
                 rows = self.select_data[i:i + self.per_device]
                 batch = self.collate(rows)
                 out = generate(student, batch["input_ids"], batch["attention_mask"],
-                               max_new_tokens=args.max_target_length)
+                               max_new_tokens=s.max_target_length)
                 predictions += self.tokenizer.batch_decode(out, skip_special_tokens=True)
                 references += self.tokenizer.batch_decode([r["labels"] for r in rows],
                                                           skip_special_tokens=True)
@@ -747,10 +831,11 @@ class NashRecipe:
         or at the first score where the gates' expected sparsity has reached the target;
         from then on a score above the best so far saves the student (and its gates) to
         ``checkpoint_dir/best``. E.g. 300 steps, fraction 1/3: from step 100 on."""
-        args, sel, step = self.args, self.selection, self.step
+        sel, step = self.selection, self.step
+        s, spec = self.s, self.spec
         if sel["started_at_step"] is None:
-            reached = self.l0 and entry["expected_sparsity"] >= args.target_sparsity
-            if step >= math.ceil(args.selection_start_fraction * self.total) or reached:
+            reached = self.l0 and entry["expected_sparsity"] >= spec.target_sparsity
+            if step >= math.ceil(s.selection_start_fraction * self.total) or reached:
                 sel["started_at_step"] = step
             else:
                 return
@@ -789,12 +874,13 @@ class NashRecipe:
                  sel["best_score"], self.total)
 
     def selection_record(self) -> dict:
-        args, sel = self.args, self.selection
-        if args.checkpoint_selection == "last":
+        sel = self.selection
+        s = self.s
+        if s.checkpoint_selection == "last":
             return {"rule": "last", "chosen_step": self.total}
         return {"rule": "best", "metric": "rougeL", "samples": len(self.select_data),
-                "eval_steps": args.eval_steps,
-                "start_fraction": args.selection_start_fraction,
+                "eval_steps": s.eval_steps,
+                "start_fraction": s.selection_start_fraction,
                 "started_at_step": sel["started_at_step"], "chosen_step": sel["best_step"],
                 "chosen_score": sel["best_score"], "scores": sel["scores"]}
 
@@ -803,130 +889,154 @@ class NashRecipe:
     def finish(self) -> int:
         """Process 0 prunes, evaluates and writes ``--output``; the others wait for it."""
         if self.accelerator.is_main_process:
-            if self.args.checkpoint_selection == "best":
+            if self.s.checkpoint_selection == "best":
                 self.load_best()
-            self.write_output()
+            self.write_output(self.finalise())
         self.accelerator.wait_for_everyone()
         return 0
 
-    def write_output(self) -> None:
-        args, student, dims = self.args, self.student, self.dims
+    def finalise(self) -> NashResult:
+        """Masks -> physical pruning -> checks -> validation: the pruned student (in
+        ``self.student``) and what was done to it."""
         self.objective.remove_hooks()
-        student.eval()
-        report: dict = {}
-        mask_check = None
-        kept_heads = kept_units = None
-        if self.l0:
-            expected = float(self.gate_module.expected_sparsity().detach())
-            kept_heads, kept_units, info = self.gate_module.deterministic(
-                args.target_sparsity, args.sparsity_tolerance)
-            report = sparsity_report(expected, info, args.target_sparsity,
-                                     args.gate_miss_tolerance)
-            if report["gates_missed_target"]:
-                log.warning("the gates' expected sparsity %.4f is %.1f points off the target "
-                            "%.2f (more than gate_miss_tolerance %.3f; train longer or raise "
-                            "reg_learning_rate); the per-layer rounded mask is at %.4f, the "
-                            "adjustment removed %d / restored %d units to reach %.4f",
-                            expected, 100 * abs(expected - args.target_sparsity),
-                            args.target_sparsity, args.gate_miss_tolerance,
-                            info["sparsity_rounded"], info["units_removed"], info["units_restored"],
-                            info["sparsity"])
+        self.student.eval()
+        masks = self.final_masks()
         factors = (self.dec_gate_module.fold_factors()
                    if self.dec_gate_module is not None else None)
-        if self.l0 or factors is not None:
-            # the gated model with its final masks vs the pruned / folded one: same logits
-            check = self.collate(self.valid_data[:self.per_device])
-            check.pop("labels")
-            with torch.no_grad():
-                if self.l0:
-                    self.model.masks.set(*masks_from_indices(kept_heads, kept_units, dims,
-                                                             self.device))
-                if factors is not None:
-                    self.model.dec_masks.set(*factors)
-                masked_logits = student(**check).logits
-            for m in (self.model.masks, self.model.dec_masks):
-                if m is not None:
-                    m.remove()
-            if self.l0:
-                prune_encoder(student, kept_heads, kept_units)
-            if factors is not None:
-                fold_decoder_gates(student, *factors)
-            with torch.no_grad():
-                pruned_logits = student(**check).logits
-            mask_check = float((masked_logits - pruned_logits).abs().max())
-            if mask_check > MASK_CHECK_ATOL:
-                raise RuntimeError(f"physically pruned logits differ from the masked model's "
-                                   f"by {mask_check:.3g} > {MASK_CHECK_ATOL}: the head/FFN "
-                                   f"surgery or the decoder fold is wrong")
-        reached, kept_params = reached_sparsity(student, dims)
-        if self.l0 and abs(reached - args.target_sparsity) > args.sparsity_tolerance:
+        diff = self.prune(masks, factors)
+        reached, kept_params = reached_sparsity(self.student, self.dims)
+        if self.l0 and abs(reached - self.spec.target_sparsity) > self.s.sparsity_tolerance:
             raise RuntimeError(f"reached sparsity {reached:.4f} is off the target "
-                               f"{args.target_sparsity} by more than {args.sparsity_tolerance}")
-        heads, units = encoder_widths(student)
-        metrics = evaluate(student, self.teacher, self.valid_data, self.collate,
-                           self.per_device, args)
-        n_dec = len(self.teacher.decoder.block)
-        print(f"{args.variant}: encoder sparsity reached {reached:.4f} (target "
-              f"{args.target_sparsity}); heads {heads}, FFN units {units}; decoder blocks "
-              f"{list(self.dec_blocks)} of {n_dec}; validation CE {metrics['ce']:.4f}, "
-              f"KL {metrics['kl']:.4f}")
+                               f"{self.spec.target_sparsity} by more than "
+                               f"{self.s.sparsity_tolerance}")
+        heads, units = encoder_widths(self.student)
+        pruned = Pruned(masks=masks, decoder_gate_factors=factors,
+                        masked_vs_pruned_max_abs_diff=diff, reached_sparsity=reached,
+                        encoder_prunable_kept=kept_params, heads_per_layer=heads,
+                        ffn_units_per_layer=units)
+        validation = evaluate(self.student, self.teacher, self.valid_data, self.collate,
+                              self.per_device, self.s)
+        print(f"{self.args.variant}: encoder sparsity reached {reached:.4f} (target "
+              f"{self.spec.target_sparsity}); heads {heads}, FFN units {units}; decoder blocks "
+              f"{list(self.dec_blocks)} of {len(self.teacher.decoder.block)}; validation CE "
+              f"{validation['ce']:.4f}, KL {validation['kl']:.4f}")
+        return NashResult(pruned=pruned, validation=validation)
 
-        kept_lists = {"encoder_kept_heads": [list(map(int, h)) for h in (kept_heads or [])],
-                      "encoder_kept_ffn_units": [list(map(int, u)) for u in (kept_units or [])]}
-        student.to("cpu")
-        with atomic_dir(args.output) as tmp:
-            student.save_pretrained(tmp)
+    def final_masks(self) -> FinalMasks:
+        """The encoder units the gates keep (l0: deterministic masks at the target, the
+        gates' own expected sparsity and what the adjustment moved), or none."""
+        if not self.l0:
+            return FinalMasks(None, None, {})
+        target, s = self.spec.target_sparsity, self.s
+        expected = float(self.gate_module.expected_sparsity().detach())
+        heads, units, info = self.gate_module.deterministic(target, s.sparsity_tolerance)
+        report = sparsity_report(expected, info, target, s.gate_miss_tolerance)
+        if report["gates_missed_target"]:
+            log.warning("the gates' expected sparsity %.4f is %.1f points off the target "
+                        "%.2f (more than gate_miss_tolerance %.3f; train longer or raise "
+                        "reg_learning_rate); the per-layer rounded mask is at %.4f, the "
+                        "adjustment removed %d / restored %d units to reach %.4f",
+                        expected, 100 * abs(expected - target), target,
+                        s.gate_miss_tolerance, info["sparsity_rounded"], info["units_removed"],
+                        info["units_restored"], info["sparsity"])
+        return FinalMasks(heads, units, report)
+
+    def prune(self, masks: FinalMasks, factors) -> float | None:
+        """Prune the encoder to ``masks`` and fold the decoder gates' ``factors`` into the
+        weights, checking that the gated model with its final masks and the pruned / folded
+        one give the same logits; returns their max |difference| (None: nothing to do)."""
+        if not self.l0 and factors is None:
+            return None
+        student = self.student
+        check = self.collate(self.valid_data[:self.per_device])
+        check.pop("labels")
+        with torch.no_grad():
+            if self.l0:
+                self.model.masks.set(*masks_from_indices(masks.heads, masks.units, self.dims,
+                                                         self.device))
+            if factors is not None:
+                self.model.dec_masks.set(*factors)
+            masked_logits = student(**check).logits
+        for m in (self.model.masks, self.model.dec_masks):
+            if m is not None:
+                m.remove()
+        if self.l0:
+            prune_encoder(student, masks.heads, masks.units)
+        if factors is not None:
+            fold_decoder_gates(student, *factors)
+        with torch.no_grad():
+            pruned_logits = student(**check).logits
+        diff = float((masked_logits - pruned_logits).abs().max())
+        if diff > MASK_CHECK_ATOL:
+            raise RuntimeError(f"physically pruned logits differ from the masked model's "
+                               f"by {diff:.3g} > {MASK_CHECK_ATOL}: the head/FFN "
+                               f"surgery or the decoder fold is wrong")
+        return diff
+
+    def write_output(self, result: NashResult) -> None:
+        """``--output``: the pruned model, its tokenizer, the loss history, the kept units and
+        the sidecar."""
+        self.student.to("cpu")
+        with atomic_dir(self.args.output) as tmp:
+            self.student.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             write_jsonl(tmp / "nash_history.jsonl", self.history)
-            write_json(tmp / "nash_masks.json", kept_lists)
-            write_json(tmp / "sidecar.json", make_sidecar(
-                "nash", vars(args),
-                samples={"train": len(self.train_data), "validation": len(self.valid_data)},
-                wall_time_s=time.time() - self.t0,
-                variant=args.variant,
-                # what the report reads (asymprune.records.NashFacts), each fact one name
-                facts=records.NashFacts(
-                    variant=args.variant, protocol=args.protocol,
-                    target_sparsity=args.target_sparsity, reached_sparsity=reached,
-                    gates_expected_sparsity=report.get("gates_expected_sparsity"),
-                    mask_sparsity_before_adjustment=report.get(
-                        "mask_sparsity_before_adjustment"),
-                    units_removed=report.get("units_removed"),
-                    units_restored=report.get("units_restored"),
-                    gates_missed_target=report.get("gates_missed_target"),
-                    encoder_blocks=tuple(self.enc_blocks), decoder_blocks=tuple(self.dec_blocks),
-                    parameters=count_parameters(student)).to_dict(),
-                sparsity_definition="1 - kept / teacher's encoder prunable parameters "
-                                    "(heads 4*d_model*d_kv, FFN units (3 if gated else 2)*d_model)",
-                masked_vs_pruned_max_abs_diff=mask_check,
-                protocol=args.protocol,
-                selection=self.selection_record(),
-                # the decoder gates' values folded into the weights (min / mean / max)
-                decoder_gate_factors=(
-                    {k: {"min": float(f.min()), "mean": float(f.mean()), "max": float(f.max())}
-                     for k, f in zip(("self_heads", "cross_heads", "ffn_units"), factors)}
-                    if factors is not None else None),
-                teacher={"path": str(args.teacher), "encoder_layers": self.dims.n_layers,
-                         "decoder_layers": n_dec},
-                kept={"encoder_blocks": list(self.enc_blocks),
-                      "decoder_blocks": list(self.dec_blocks),
-                      "encoder_heads_per_layer": heads, "encoder_ffn_units_per_layer": units,
-                      "encoder_kept_heads": kept_lists["encoder_kept_heads"] if self.l0
-                      else None},
-                parameters={"teacher": count_parameters(self.teacher),
-                            "pruned": count_parameters(student),
-                            "encoder_prunable_teacher": dims.full_params(),
-                            "encoder_prunable_pruned": kept_params, "counts_lm_head": False},
-                batch={"effective": args.effective_batch_size, "per_device": self.per_device,
-                       "accumulation": self.accum, "world_size": self.world,
-                       "batch_divisor": args.batch_divisor},
-                training={"steps": self.total, "sparsity_warmup_steps": self.warmup,
-                          "resumed_from": str(self.resumed) if self.resumed else None,
-                          "frozen_embedding_parameters": self.frozen,
-                          "final_lambdas": [float(x) for x in self.lambdas.detach()]
-                          if self.l0 else None},
-                loss_summary=summarize_history(self.history),
-                validation=metrics))
+            write_json(tmp / "nash_masks.json", result.pruned.masks.kept_lists())
+            write_json(tmp / "sidecar.json", self.sidecar(result))
+
+    def sidecar(self, result: NashResult) -> dict:
+        """The NASH stage's sidecar (every key as the report reads it)."""
+        args, s, spec, pruned = self.args, self.s, self.spec, result.pruned
+        report, factors = pruned.masks.report, pruned.decoder_gate_factors
+        return make_sidecar(
+            "nash", self.job.record(),
+            samples={"train": len(self.train_data), "validation": len(self.valid_data)},
+            wall_time_s=time.time() - self.t0,
+            variant=args.variant,
+            # what the report reads (asymprune.records.NashFacts), each fact one name
+            facts=records.NashFacts(
+                variant=args.variant, protocol=spec.protocol,
+                target_sparsity=spec.target_sparsity, reached_sparsity=pruned.reached_sparsity,
+                gates_expected_sparsity=report.get("gates_expected_sparsity"),
+                mask_sparsity_before_adjustment=report.get("mask_sparsity_before_adjustment"),
+                units_removed=report.get("units_removed"),
+                units_restored=report.get("units_restored"),
+                gates_missed_target=report.get("gates_missed_target"),
+                encoder_blocks=tuple(self.enc_blocks), decoder_blocks=tuple(self.dec_blocks),
+                parameters=count_parameters(self.student)).to_dict(),
+            sparsity_definition="1 - kept / teacher's encoder prunable parameters "
+                                "(heads 4*d_model*d_kv, FFN units (3 if gated else 2)*d_model)",
+            masked_vs_pruned_max_abs_diff=pruned.masked_vs_pruned_max_abs_diff,
+            protocol=spec.protocol,
+            selection=self.selection_record(),
+            # the decoder gates' values folded into the weights (min / mean / max)
+            decoder_gate_factors=(
+                {k: {"min": float(f.min()), "mean": float(f.mean()), "max": float(f.max())}
+                 for k, f in zip(("self_heads", "cross_heads", "ffn_units"), factors)}
+                if factors is not None else None),
+            teacher={"path": str(args.teacher), "encoder_layers": self.dims.n_layers,
+                     "decoder_layers": len(self.teacher.decoder.block)},
+            kept={"encoder_blocks": list(self.enc_blocks),
+                  "decoder_blocks": list(self.dec_blocks),
+                  "encoder_heads_per_layer": pruned.heads_per_layer,
+                  "encoder_ffn_units_per_layer": pruned.ffn_units_per_layer,
+                  "encoder_kept_heads": (pruned.masks.kept_lists()["encoder_kept_heads"]
+                                         if self.l0 else None)},
+            parameters={"teacher": count_parameters(self.teacher),
+                        "pruned": count_parameters(self.student),
+                        "encoder_prunable_teacher": self.dims.full_params(),
+                        "encoder_prunable_pruned": pruned.encoder_prunable_kept,
+                        "counts_lm_head": False},
+            batch={"effective": s.effective_batch_size, "per_device": self.per_device,
+                   "accumulation": self.accum, "world_size": self.world,
+                   "batch_divisor": args.batch_divisor},
+            training={"steps": self.total, "sparsity_warmup_steps": self.warmup,
+                      "resumed_from": str(self.resumed) if self.resumed else None,
+                      "frozen_embedding_parameters": self.frozen,
+                      "final_lambdas": [float(x) for x in self.lambdas.detach()]
+                      if self.l0 else None},
+            loss_summary=summarize_history(self.history),
+            validation=result.validation)
 
     def cleanup(self) -> None:
         if self.objective is not None:
@@ -935,10 +1045,10 @@ class NashRecipe:
             self.accelerator.end_training()
 
 
-def run(args: argparse.Namespace, on_step=None) -> int:
+def run(job: NashJob, on_step=None) -> int:
     """Train, prune, write ``--output``. ``on_step(step)`` is called after each optimizer step
     (tests use it to interrupt a run)."""
-    recipe = NashRecipe(args)
+    recipe = NashRecipe(job)
     try:
         recipe.setup()
         code = recipe.train(on_step)

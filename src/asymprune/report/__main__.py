@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from asymprune import settings
+from asymprune import settings, settings_io
 from asymprune.provenance import make_sidecar, write_json
 from asymprune.report import __doc__ as USAGE
 from asymprune.report import decide as D
@@ -25,11 +25,12 @@ from asymprune.report.figures import (figure1, figure3, figure5, left_out_text, 
 from asymprune.report.order import sort_sizes, variant_key
 from asymprune.report.outputs import FIGURES, FILES, TABLES
 from asymprune.report.render import clear_stale, save_figure, write_table
+from asymprune.variants import TEACHER
 
 log = logging.getLogger("asymprune.report")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, settings.Report]:
     p = argparse.ArgumentParser(prog="python -m asymprune.report",
                                 description=f"{USAGE}\nOutputs:\n{outputs.listing()}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,14 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="architecture-only benchmark JSON sidecars (no dataset)")
     p.add_argument("--out-dir", type=Path, required=True,
                    help="report folder, e.g. reports/demo (tables/ and figures/ inside)")
-    p.add_argument("--baseline", default="e6d6",
+    p.add_argument("--baseline", default=TEACHER,
                    help="variant every impact, retention and speedup is relative to")
     p.add_argument("--configfile", action="append", default=[],
                    help="the workflow's config file(s), for the printed command that reruns "
                         "disturbed benchmarks (the workflow passes them; repeat)")
-    settings.add_arguments(p, settings.Report)
-    args = p.parse_args(argv)
-    settings.resolve(settings.Report, args, p)
+    settings_io.add_arguments(p, settings.Report)
+    args, r = settings_io.parse(p, settings.Report, argv)
     if not args.eval and not args.bench_arch:
         p.error("nothing to report: give --eval files and/or --bench-arch files")
     if args.bench and not args.eval:
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for f in files:
             if not f.is_file():
                 p.error(f"{flag} {f}: no such file")
-    return args
+    return args, r
 
 
 # ----------------------------------------------------------------------------- main
@@ -113,8 +113,8 @@ class Results:
     rerun: str | None                         # the command that reruns them
 
 
-def read_inputs(args: argparse.Namespace) -> Inputs:
-    thresholds = (args.max_spread, args.max_foreign_load)  # the disturbed judgement
+def read_inputs(args: argparse.Namespace, r: settings.Report) -> Inputs:
+    thresholds = (r.max_spread, r.max_foreign_load)  # the disturbed judgement
     eval_records = R.load(args.eval)
     return Inputs(
         eval_records=eval_records,
@@ -126,11 +126,11 @@ def read_inputs(args: argparse.Namespace) -> Inputs:
               if args.bench_arch else None))
 
 
-def compute(args: argparse.Namespace, inp: Inputs) -> Results:
+def compute(args: argparse.Namespace, r: settings.Report, inp: Inputs) -> Results:
     """Every table, named from the registry; a missing baseline fails here, before any file
     is touched."""
     base, ev, eng, bench = args.baseline, inp.ev, inp.eng, inp.bench
-    budget, floor, batch_size = args.latency_budget_ms, args.quality_floor, args.batch_size
+    budget, floor, batch_size = r.latency_budget_ms, r.quality_floor, r.batch_size
     tabs: dict[str, pd.DataFrame] = {}
 
     def put(kind: str, tables: dict) -> None:
@@ -174,11 +174,11 @@ def compute(args: argparse.Namespace, inp: Inputs) -> Results:
     return Results(tabs, sp, arch_sp, paretos, recommendation, disturbed, rerun)
 
 
-def draw_figures(args: argparse.Namespace, ev: pd.DataFrame | None, res: Results,
+def draw_figures(args: argparse.Namespace, r: settings.Report, ev: pd.DataFrame | None, res: Results,
                  figures_dir: Path, written: list[Path]) -> None:
     """Every figure, named from the registry; one whose cells are all disturbed is not
     drawn (and logged)."""
-    base, budget, floor = args.baseline, args.latency_budget_ms, args.quality_floor
+    base, budget, floor = args.baseline, r.latency_budget_ms, r.quality_floor
 
     def draw(name: str, n_out: int, points: pd.DataFrame, make) -> None:
         if points.empty:
@@ -250,11 +250,11 @@ def log_decisions(res: Results, disturbed_list: Path, any_cells: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = parse_args(argv)
+    args, r = parse_args(argv)
     start = time.time()
     variant_key(args.baseline)
-    inp = read_inputs(args)
-    res = compute(args, inp)
+    inp = read_inputs(args, r)
+    res = compute(args, r, inp)
 
     tables_dir, figures_dir = args.out_dir / "tables", args.out_dir / "figures"
     tables_dir.mkdir(parents=True, exist_ok=True)
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     written: list[Path] = []
     for name, t in res.tables.items():
         write_table(t, tables_dir, name, written)
-    draw_figures(args, inp.ev, res, figures_dir, written)
+    draw_figures(args, r, inp.ev, res, figures_dir, written)
 
     disturbed_list = args.out_dir / FILES["disturbed"].name()
     disturbed_list.write_text("".join(f"{f}\n" for f in res.disturbed))
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     rel = sorted(str(p.relative_to(args.out_dir)) for p in written)
     recommendation = res.recommendation
     sidecar = make_sidecar(
-        "report", vars(args),
+        "report", settings_io.record(args, r),
         samples={"eval_files": len(args.eval), "eval_engine_files": len(args.eval_engines),
                  "bench_files": len(args.bench),
                  "bench_arch_files": len(args.bench_arch)},

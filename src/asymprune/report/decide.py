@@ -9,6 +9,7 @@ import pandas as pd
 
 from asymprune.report.tables import (PAPER_PROTOCOL, _annotate, _baseline_row, quality_frame,
                                      retention)
+from asymprune.variants import TEACHER
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
@@ -20,7 +21,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
 
 
 def pareto_tables(sp: pd.DataFrame, ev: pd.DataFrame, batch_size: int,
-                  baseline: str = "e6d6", eng: pd.DataFrame | None = None
+                  baseline: str = TEACHER, eng: pd.DataFrame | None = None
                   ) -> dict[tuple[str, str], pd.DataFrame]:
     """Per size x dataset: every (variant, engine) timed (paper protocol, fixed length,
     ``batch_size``) with its R-2 and median latency per device, and whether it is on the one
@@ -86,14 +87,14 @@ def pareto_tables(sp: pd.DataFrame, ev: pd.DataFrame, batch_size: int,
 
 
 def recommend(cells: pd.DataFrame, budget_ms: float | None, floor: float | None,
-              baseline: str = "e6d6") -> tuple[str | None, str]:
+              baseline: str = TEACHER) -> tuple[str | None, str]:
     """The variant ``choose`` picks (None when none) and why."""
     row, reason = choose(cells, budget_ms, floor, baseline)
     return (None if row is None else row["variant"]), reason
 
 
 def choose(cells: pd.DataFrame, budget_ms: float | None, floor: float | None,
-           baseline: str = "e6d6") -> tuple[pd.Series | None, str]:
+           baseline: str = TEACHER) -> tuple[pd.Series | None, str]:
     """(row, reason) among the undisturbed, scored rows of one device of a Pareto table
     (every engine; with an ``engine`` column the variant is named "variant on engine").
 
@@ -136,7 +137,7 @@ def choose(cells: pd.DataFrame, budget_ms: float | None, floor: float | None,
 
 def recommendation_table(paretos: dict[tuple[str, str], pd.DataFrame], budget_ms: float | None,
                          floor: float | None, batch_size: int,
-                         baseline: str = "e6d6") -> pd.DataFrame:
+                         baseline: str = TEACHER) -> pd.DataFrame:
     """One row per size, dataset and device: the recommended variant and engine over every
     variant x engine x precision timed (blank when none), its numbers and the reason."""
     rows = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from asymprune import variants
+from asymprune.variants import TEACHER
 
 SIZE_ORDER = ("small", "base", "large")
 GROUPS = variants.GROUPS
@@ -40,6 +41,6 @@ def sixths(variant: str) -> tuple[int | None, int | None]:
     return variants.sixths(variant)
 
 
-def variant_group(variant: str, baseline: str = "e6d6") -> str:
+def variant_group(variant: str, baseline: str = TEACHER) -> str:
     """baseline, decoder (only the decoder pruned), encoder, both (symmetric), other, nash."""
     return variants.group(variant, baseline)

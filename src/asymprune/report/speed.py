@@ -9,9 +9,10 @@ import pandas as pd
 from asymprune.report.order import (ENGINE_ORDER, sixths, size_key, sort_engines, sort_sizes,
                                     sort_variants)
 from asymprune.report.tables import _annotate, _order, _put, _title, _variant_rows
+from asymprune.variants import TEACHER
 
 
-def speed_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+def speed_tables(sp: pd.DataFrame, baseline: str = TEACHER) -> dict[tuple, pd.DataFrame]:
     """Tables 8-10 / 25-33: per device, protocol, mode, engine, size, dataset; per batch size
     the median latency, the spread of the timed runs and the speedup vs the baseline."""
     out = {}
@@ -33,7 +34,7 @@ def speed_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.Dat
     return out
 
 
-def summary_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+def summary_tables(sp: pd.DataFrame, baseline: str = TEACHER) -> dict[tuple, pd.DataFrame]:
     """Tables 8-9 layout: per device, protocol, mode and engine, R-2 impact and speedup at the
     smallest batch size (1 in the paper), one column group per size/dataset; NASH rows also
     show R-L (the metric of the NASH paper's Table 1)."""
@@ -63,7 +64,7 @@ def summary_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.D
     return out
 
 
-def engine_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+def engine_tables(sp: pd.DataFrame, baseline: str = TEACHER) -> dict[tuple, pd.DataFrame]:
     """Speedup vs the baseline under each engine side by side (columns batch size x engine):
     does pruning the decoder still pay once the compiled engine has cut the per-token overhead
     that a deep decoder multiplies?"""
@@ -83,7 +84,7 @@ def engine_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.Da
     return out
 
 
-def engine_ratio_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+def engine_ratio_tables(sp: pd.DataFrame, baseline: str = TEACHER) -> dict[tuple, pd.DataFrame]:
     """Where both engines were timed: per variant and batch size, compiled median / eager
     median (0.50 = the compiled engine takes half the time)."""
     out = {}
@@ -114,7 +115,7 @@ def engine_ratio_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple,
     return out
 
 
-def arch_tables(sp: pd.DataFrame, baseline: str = "e6d6") -> dict[tuple, pd.DataFrame]:
+def arch_tables(sp: pd.DataFrame, baseline: str = TEACHER) -> dict[tuple, pd.DataFrame]:
     """Architecture-only: per device, protocol, mode and engine, params, median ms and speedup
     per size x batch size."""
     out = {}
@@ -149,7 +150,7 @@ CELL_COLUMNS = {  # long-frame column -> label in the table of all cells
     "why": "disturbed why", "file": "file"}
 
 
-def cells_table(frames: list[pd.DataFrame], baseline: str = "e6d6") -> pd.DataFrame:
+def cells_table(frames: list[pd.DataFrame], baseline: str = TEACHER) -> pd.DataFrame:
     """Every benchmark cell (trained and architecture-only) in one long table, with all its
     statistics, its speedup, both flags and the benchmark's reasons."""
     cells = pd.concat(frames, ignore_index=True)

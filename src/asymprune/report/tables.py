@@ -28,6 +28,7 @@ import pandas as pd
 from asymprune import variants
 from asymprune.report.order import sixths, sort_engines, sort_sizes, sort_variants, variant_key
 from asymprune.report.read import METRICS, Record, model_record
+from asymprune.variants import TEACHER
 
 # A speedup divides two cells of the same key (one inputs kind per protocol, see bench_frame).
 SPEED_KEY = ["device", "protocol", "mode", "engine", "size", "dataset", "batch_size"]
@@ -96,7 +97,7 @@ def quality_frame(ev: pd.DataFrame, eng: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def precision_tables(ev: pd.DataFrame, eng: pd.DataFrame,
-                     baseline: str = "e6d6") -> dict[tuple[str, str], pd.DataFrame]:
+                     baseline: str = TEACHER) -> dict[tuple[str, str], pd.DataFrame]:
     """Per size x dataset: each variant's R-2 and retention with the main evaluation (float32
     or the configured dtype) next to each further engine's (e.g. ct2-int8), the generation
     length, and the share of documents each engine predicts exactly as the main one."""
@@ -143,7 +144,7 @@ def _pct(x: float | None) -> float:
 
 
 def nash_tables(eval_records: list[Record], ev: pd.DataFrame,
-                baseline: str = "e6d6") -> dict[tuple[str, str], pd.DataFrame]:
+                baseline: str = TEACHER) -> dict[tuple[str, str], pd.DataFrame]:
     """NASH per size x dataset, compared at equal budget, from the evaluate stage's typed
     records (``asymprune.records``).
 
@@ -271,7 +272,7 @@ def _order(frame: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- tables
 
-def retention_tables(ev: pd.DataFrame, baseline: str = "e6d6") -> dict[str, pd.DataFrame]:
+def retention_tables(ev: pd.DataFrame, baseline: str = TEACHER) -> dict[str, pd.DataFrame]:
     """Tables 5-7: per dataset, R-2 and retention R per size; rows are variants."""
     out = {}
     for dataset, d in ev.groupby("dataset", sort=True):
@@ -289,7 +290,7 @@ def retention_tables(ev: pd.DataFrame, baseline: str = "e6d6") -> dict[str, pd.D
     return out
 
 
-def detail_tables(ev: pd.DataFrame, baseline: str = "e6d6",
+def detail_tables(ev: pd.DataFrame, baseline: str = TEACHER,
                   layers: pd.DataFrame | None = None) -> dict[tuple[str, str], pd.DataFrame]:
     """Tables 16-24: per size x dataset, every metric and its impact (% change vs baseline).
 
@@ -338,7 +339,7 @@ def _with_speedups(bench: pd.DataFrame, baseline: str, keys: list[str]) -> pd.Da
     return pd.concat(parts, ignore_index=True)
 
 
-def speed_frame(ev: pd.DataFrame, bench: pd.DataFrame, baseline: str = "e6d6") -> pd.DataFrame:
+def speed_frame(ev: pd.DataFrame, bench: pd.DataFrame, baseline: str = TEACHER) -> pd.DataFrame:
     """Long frame: every benchmark cell with its speedup and its variant's R-2 / R-L impact."""
     sp = _with_speedups(bench, baseline, SPEED_KEY)
     evi = ev.set_index(["size", "dataset", "variant"])
@@ -358,7 +359,7 @@ def speed_frame(ev: pd.DataFrame, bench: pd.DataFrame, baseline: str = "e6d6") -
     return sp
 
 
-def arch_frame(arch: pd.DataFrame, baseline: str = "e6d6") -> pd.DataFrame:
+def arch_frame(arch: pd.DataFrame, baseline: str = TEACHER) -> pd.DataFrame:
     return _with_speedups(arch, baseline, [k for k in SPEED_KEY if k != "dataset"])
 
 
@@ -375,7 +376,7 @@ def _annotate(table: pd.DataFrame, title: str, marks: dict[str, str], cells: pd.
     return table
 
 
-def disturbed_notes(cells: pd.DataFrame, baseline: str = "e6d6") -> list[str]:
+def disturbed_notes(cells: pd.DataFrame, baseline: str = TEACHER) -> list[str]:
     """Footnote lines for the disturbed cells among ``cells`` (those a table is made of): what
     the † means, then one line per disturbed cell with the benchmark's reasons."""
     bad = _order(cells[cells["disturbed"]].sort_values("batch_size", kind="stable"))
