@@ -27,7 +27,7 @@ UNITS = [list(range(0, 256, k)) for k in (2, 3, 1, 5, 4, 7)]
 
 @pytest.fixture(scope="module")
 def demo_setup():
-    """The demo's model shape and test documents (configs/demo.yaml, demo seed 0 + 2), random
+    """The full demo's model shape and test documents (configs/demo-full.yaml, seed 0 + 2), random
     weights with EOS made likelier so that rows stop at different steps."""
     from transformers import T5Config, T5ForConditionalGeneration
 

@@ -1,6 +1,7 @@
 """The compiled engine gives the eager engine's tokens for every variant the demo evaluates.
 
-The demo's model shape (configs/demo.yaml: d_model 128, 6 + 6 blocks, gated-GELU), its test set
+The full demo's model shape (configs/demo-full.yaml: d_model 128, 6 + 6 blocks, gated-GELU; the
+demo's is the same at half the width), its test set
 (``asymprune.demo_data``, 100 documents, the demo's seed), a tokenizer trained here, and each of
 the 16 depth variants plus a NASH-style model (2 uniform decoder blocks, width-pruned encoder)
 cut from one seeded model, decoded through the evaluate stage's own ``summarize`` with each
