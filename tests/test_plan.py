@@ -117,19 +117,19 @@ def test_demo_estimates_by_hand():
     cfg = load(REPO / "configs/demo.yaml")
     cal = fake_calibration({"tiny": (6, 6)})
     jobs = {j.key: j for j in plan.estimate(cfg, cal, {})[0]}
-    # teacher: 3 epochs of ceil(2000 / 32) = 63 steps = 189 steps x 32 x 0.13 s / 1.5 threads
-    # + 100 x 0.13 / 1.5 / 3 + 5 s start
+    # teacher: 2.5 epochs of ceil(2000 / 32) = 63 steps = ceil(157.5) = 158 steps x 32 x 0.13 s
+    # / 1.5 threads + 100 x 0.13 / 1.5 / 3 + 5 s start
     ex = 0.13 / 1.5
-    assert jobs["finetune/tiny/news/e6d6"].wall_s == pytest.approx(5 + 189 * 32 * ex + 100 * ex / 3)
-    # e3d6 keeps 3 + 6 blocks: 0.10 s an example; half an epoch = 32 steps
+    assert jobs["finetune/tiny/news/e6d6"].wall_s == pytest.approx(5 + 158 * 32 * ex + 100 * ex / 3)
+    # e3d6 keeps 3 + 6 blocks: 0.10 s an example; a quarter epoch = ceil(15.75) = 16 steps
     assert jobs["refinetune/tiny/news/e3d6"].wall_s == pytest.approx(
-        5 + 32 * 32 * 0.10 + 100 * 0.10 / 3)
+        5 + 16 * 32 * 0.10 + 100 * 0.10 / 3)
     # NASH-3 keeps the full encoder (6) and 3 decoder blocks: 0.10 student, 0.13 teacher; eval
-    # forward passes of both on 100 validation examples; the demo runs 320 NASH-stage steps
+    # forward passes of both on 100 validation examples; the demo runs 200 NASH-stage steps
     assert jobs["nash/tiny/news/nash-d3-uniform-l0s30"].wall_s == pytest.approx(
-        5 + 320 * 8 * (0.10 + 0.13 / 3) + 100 * 0.10 / 3 + 100 * 0.13 / 3)
-    # evaluate e1d1 (3 units): 100 docs x 0.003 s + 2 batches x min(64, 64) steps x 0.03 s
-    assert jobs["evaluate/tiny/news/e1d1"].wall_s == pytest.approx(5 + 0.3 + 2 * 64 * 0.03)
+        5 + 200 * 8 * (0.10 + 0.13 / 3) + 100 * 0.10 / 3 + 100 * 0.13 / 3)
+    # evaluate e1d1 (3 units): 100 docs x 0.003 s + 1 batch of 100 x min(64, 64) steps x 0.03 s
+    assert jobs["evaluate/tiny/news/e1d1"].wall_s == pytest.approx(5 + 0.3 + 1 * 64 * 0.03)
 
 
 def test_check_compares_estimates_with_snakemake_benchmark_files(tmp_path):
