@@ -1,5 +1,5 @@
-# make demo  - offline demo: the whole DAG on a CPU in about 10 minutes (creates .venv on first use)
-# make demo-full - the longer demo it was cut from (configs/demo-full.yaml, 20-25 min)
+# make demo  - offline demo: the whole DAG on a CPU in 7-10 minutes (creates .venv on first use)
+# make demo-full - the longer demo it was cut from (configs/demo-full.yaml; its bill: plan.py)
 # make test  - the default test suite (< 10 min on 2 cores)
 # make test-all - also the heavy checks: real SLURM cluster, kill-and-resume drills
 # make schema - rewrite workflow/schemas/config.schema.yaml after a settings change (committed)
