@@ -283,7 +283,11 @@ def eval_inputs(wc, engine):
     inputs = {"model": model_sidecar(wc.size, wc.dataset, wc.variant),
               "data": data_file(wc.dataset, CFG.evaluate.split)}
     if engine.startswith("ct2-"):
-        inputs["ct2"] = ct2_sidecar(wc.size, wc.dataset, wc.variant)
+        # ancient: one ct2_export job rewrites every export of its size/data set, so a new
+        # export of an unchanged model must not re-score it. The evaluation still waits for a
+        # scheduled export, reruns with its model (the input above), and with the exporter's
+        # code (evaluate_engine's params.ct2_code).
+        inputs["ct2"] = ancient(ct2_sidecar(wc.size, wc.dataset, wc.variant))
     return inputs
 
 

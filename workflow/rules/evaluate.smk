@@ -33,6 +33,11 @@ rule evaluate:
         " --output {output.scores:q} --predictions {output.predictions:q} > {log:q} 2>&1"
 
 
+# the exporter's code version: a changed exporter re-scores the ct2-* evaluations (their export
+# input is ancient(), see common.smk: eval_inputs)
+CT2_CODE = code("ct2")
+
+
 rule evaluate_engine:
     input:
         unpack(lambda wc: eval_inputs(wc, wc.engine)),
@@ -47,6 +52,7 @@ rule evaluate_engine:
         engine=lambda wc: shlex.join(["--engine", wc.engine]),
         ct2=lambda wc: ct2_flag(wc, wc.engine),
         code=code("evaluate"),
+        ct2_code=lambda wc: CT2_CODE if wc.engine.startswith("ct2-") else "",
     log:
         f"{LOGS}/evaluate_engine/{{size}}/{{dataset}}/{{variant}}/{{engine}}.log",
     benchmark:
