@@ -8,7 +8,7 @@ it is taken before or after the stack's ``final_layer_norm``?
     .venv/bin/python bench/nash_final_norm.py --teacher ... --init-decoder-blocks 0 2 5 --data ...
 
 The NASH stage matches each student block's output (the residual stream) to its teacher
-block's (``asymprune.nash.train.BlockOutputs``). A block's output is taken *before*
+block's (``asymprune.nash.objective.BlockOutputs``). A block's output is taken *before*
 ``final_layer_norm``; Hugging Face's ``hidden_states[-1]``, which the released code distils,
 is taken *after* it (RMS-normalised and scaled by the norm's weight). In a pre-norm T5 the
 residual stream grows with depth, so the last pair's un-normalised MSE could outweigh every
@@ -17,7 +17,7 @@ the student at the start of the stage (``--init-decoder-blocks``: the teacher wi
 decoder blocks), this prints, per stack, each pair's MSE before the norm
 (``asymprune.nash.loss.hidden_mse``, averaged over non-padding tokens and d_model), the last
 pair's MSE after ``final_layer_norm``, and the last pair's share of the sum either way. The
-stage distils the last pair after the norm (``asymprune.nash.train.final_normed``), chosen on
+stage distils the last pair after the norm (``asymprune.nash.objective.final_normed``), chosen on
 this measurement (``docs/nash.md``).
 """
 
@@ -34,7 +34,7 @@ from transformers import DataCollatorForSeq2Seq
 from asymprune.modeling import load_model, load_tokenizer
 from asymprune.nash.data import tokenized
 from asymprune.nash.loss import hidden_mse
-from asymprune.nash.train import BlockOutputs
+from asymprune.nash.objective import BlockOutputs
 from asymprune.surgery import keep_blocks
 
 

@@ -16,7 +16,8 @@ from transformers import T5ForConditionalGeneration
 
 from asymprune import finetune
 from asymprune.modeling import LAYER_SHAPES_KEY, count_parameters, load_model
-from asymprune.nash import train as nash
+from asymprune.nash import cli as nash
+from asymprune.nash import recipe
 from asymprune.nash.params import EncoderDims, encoder_prunable_params, sparsity
 from asymprune.nash.prune import encoder_widths
 from asymprune.provenance import stage_modules
@@ -171,12 +172,12 @@ def test_interrupted_runs_resume_to_the_same_model(l0_run, teacher_dir, news_dir
         if step == 5:
             raise Interrupt
 
-    assert nash.run(nash.parse_args(argv(teacher_dir, news_dir, out, ck)),
-                    on_step=sigterm_at_3) == nash.EXIT_PREEMPTED
+    assert recipe.run(nash.parse_args(argv(teacher_dir, news_dir, out, ck)),
+                    on_step=sigterm_at_3) == recipe.EXIT_PREEMPTED
     assert sorted(p.name for p in ck.glob("step-*")) == ["step-00000002", "step-00000003"]
     assert not out.exists()
     with pytest.raises(Interrupt):
-        nash.run(nash.parse_args(argv(teacher_dir, news_dir, out, ck)), on_step=crash_at_5)
+        recipe.run(nash.parse_args(argv(teacher_dir, news_dir, out, ck)), on_step=crash_at_5)
     assert sorted(p.name for p in ck.glob("step-*")) == ["step-00000003", "step-00000004"]
     assert nash.main(argv(teacher_dir, news_dir, out, ck)) == 0
     side = json.loads((out / "sidecar.json").read_text())
@@ -302,8 +303,9 @@ def test_too_many_decoder_layers_is_an_error(teacher_dir, news_dir, tmp_path):
 
 def test_stage_hash_covers_the_training_code_and_stays_out_of_other_stages():
     names = {p.name for p in stage_modules("nash")}
-    assert {"train.py", "gates.py", "params.py", "prune.py", "loss.py", "masking.py",
-            "modeling.py", "surgery.py"} <= names
+    assert {"cli.py", "job.py", "recipe.py", "objective.py", "checkpointing.py", "finalise.py",
+            "gates.py", "params.py", "prune.py", "loss.py", "masking.py", "modeling.py",
+            "surgery.py"} <= names
     # other stages load models through modeling.py, which must not pull the NASH code in
     assert not any(p.parent.name == "nash" for p in stage_modules("finetune"))
 
@@ -341,7 +343,7 @@ def test_batch_divisor_keeps_the_objective_and_resumes(teacher_dir, news_dir, tm
 
     first = args("retry", "--save-steps", "1")
     with pytest.raises(Interrupt):
-        nash.run(nash.parse_args(first), on_step=crash_at_2)
+        recipe.run(nash.parse_args(first), on_step=crash_at_2)
     assert nash.main(first + ["--batch-divisor", "2"]) == 0
     side = json.loads((tmp_path / "retry" / "sidecar.json").read_text())
     assert side["training"]["resumed_from"].endswith("step-00000001")

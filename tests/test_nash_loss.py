@@ -14,7 +14,7 @@ from transformers import DataCollatorForSeq2Seq
 from asymprune.nash.loss import cross_entropy, hidden_mse, kl_distill, total_loss
 from asymprune.nash.masking import EncoderGates
 from asymprune.nash.params import EncoderDims
-from asymprune.nash.train import GatedStudent, NashObjective
+from asymprune.nash.objective import GatedStudent, NashObjective
 from asymprune.surgery import keep_blocks
 
 

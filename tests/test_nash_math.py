@@ -326,7 +326,7 @@ def test_total_steps():
 
 def test_what_a_variant_implies_is_derived_once_into_frozen_settings():
     from asymprune import settings
-    from asymprune.nash.train import StudentSpec, settings_for
+    from asymprune.nash.job import StudentSpec, settings_for
 
     base = settings.NashTrain(reg_learning_rate=0.05, decoder_gates=True)
     s, spec = settings_for("nash-d3-uniform-l0s30-rel", base)

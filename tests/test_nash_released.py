@@ -11,10 +11,11 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from asymprune import settings as S
+from asymprune import rouge
 from asymprune import variants as V
 from asymprune.modeling import load_model
 from asymprune.nash import gates
-from asymprune.nash import train as nash
+from asymprune.nash import cli as nash
 from asymprune.nash.masking import DecoderGates, DecoderMasks
 from asymprune.nash.prune import fold_decoder_gates
 from conftest import tiny_config
@@ -99,7 +100,7 @@ def test_best_checkpoint_selection_picks_the_validation_best(teacher_dir, news_d
         seen.append(len(seen))
         return {"rougeL": [10.0, 30.0, 20.0][len(seen) - 1]}
 
-    monkeypatch.setattr(nash.rouge, "score", fake_score)
+    monkeypatch.setattr(rouge, "score", fake_score)
     assert _selection_run(teacher_dir, news_dir, tmp_path / "best", tmp_path / "ck1", 6,
                           "--checkpoint-selection", "best", "--eval-steps", "2",
                           "--selection-samples", "4", "--selection-start-fraction", "0") == 0
@@ -118,7 +119,7 @@ def test_best_checkpoint_selection_picks_the_validation_best(teacher_dir, news_d
 def test_selection_starts_at_its_fraction_of_the_steps(teacher_dir, news_dir, tmp_path,
                                                        monkeypatch):
     # 6 steps, fraction 0.5: nothing is scored before step ceil(3.0) = 3; eval_steps 1
-    monkeypatch.setattr(nash.rouge, "score", lambda p, r: {"rougeL": 1.0})
+    monkeypatch.setattr(rouge, "score", lambda p, r: {"rougeL": 1.0})
     assert _selection_run(teacher_dir, news_dir, tmp_path / "o", tmp_path / "ck", 6,
                           "--checkpoint-selection", "best", "--eval-steps", "1",
                           "--selection-samples", "4", "--selection-start-fraction", "0.5",
@@ -137,7 +138,7 @@ def test_the_last_pair_is_distilled_after_final_layer_norm(tiny_tokenizer):
     import copy
 
     from asymprune.nash.loss import hidden_mse
-    from asymprune.nash.train import BlockOutputs, final_normed
+    from asymprune.nash.objective import BlockOutputs, final_normed
 
     torch.manual_seed(0)
     teacher = T5ForConditionalGeneration(tiny_config(len(tiny_tokenizer))).eval()

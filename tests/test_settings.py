@@ -107,7 +107,7 @@ def test_stage_flags_are_generated_from_the_dataclass(module, cls):
 
 
 def test_nash_stage_flags_are_generated_from_the_dataclass():
-    from asymprune.nash.train import build_parser
+    from asymprune.nash.cli import build_parser
 
     dests = {a.dest for a in build_parser()._actions}
     assert _fields(S.NashTrain) <= dests

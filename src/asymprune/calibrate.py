@@ -35,7 +35,7 @@ CPU_FLOP_BUDGET = 1.0e11   # about a second per timed step on one core of this p
 TIMED = 2                  # timed repetitions after one untimed warm-up
 STAGE_IMPORTS = {          # start-up of a job = importing its stage module in a fresh python
     "train": "asymprune.finetune",
-    "nash": "asymprune.nash.train",
+    "nash": "asymprune.nash.cli",
     "infer": "asymprune.evaluate",   # also prune_layers and benchmark: the same imports
     "data": "asymprune.data",
     "tokenizer": "asymprune.tokenizer",

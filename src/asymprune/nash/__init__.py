@@ -14,8 +14,17 @@ Modules (pure math apart from module editing, as Torch-Pruning separates *what* 
 - ``loss``:     KL prediction distillation, hidden-state MSE, the total objective.
 - ``prune``:    physical removal of heads / FFN units (shapes rebuilt by
                 ``asymprune.modeling.load_model``).
-- ``train``:    the stage, a recipe on accelerate (1 or N processes): distillation + L0
-                training, checkpoints, physical pruning, sidecar.
+- ``job``:      one run as the command line gives it, and what its variant id fixes (the
+                student's blocks, encoder mode, target sparsity, settings); no torch.
+- ``objective``: the student and its gates as one module, the hidden-state hooks and the
+                loss of one micro-batch.
+- ``checkpointing``: the stage's checkpoints (save, resume, SIGTERM) and checkpoint
+                selection (``best``).
+- ``finalise``: masks -> physical pruning -> logits check -> validation, and the typed
+                records finalisation returns.
+- ``recipe``:   the stage, a recipe on accelerate (1 or N processes): setup, the training
+                loop, finalisation, the output folder and its sidecar.
+- ``cli``:      the command line (``--help`` describes the whole stage) and ``main``.
 
 This file imports nothing at module level: ``common.smk`` imports ``asymprune.nash.variants``
 while parsing the workflow, which must not pull in torch.
@@ -27,6 +36,6 @@ from __future__ import annotations
 def main(argv: list[str] | None = None) -> int:
     """The stage entry point. Imported lazily (see above); the import statement also lets
     ``provenance.stage_code_hash("nash")`` find, and hash, the training code."""
-    from asymprune.nash.train import main as train_main
+    from asymprune.nash.cli import main as cli_main
 
-    return train_main(argv)
+    return cli_main(argv)
