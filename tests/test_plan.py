@@ -132,6 +132,31 @@ def test_demo_estimates_by_hand():
     assert jobs["evaluate/tiny/news/e1d1"].wall_s == pytest.approx(5 + 0.3 + 1 * 64 * 0.03)
 
 
+def test_jobs_that_share_the_cpu_are_billed_at_the_measured_corun_slowdown():
+    cfg = load(REPO / "configs/demo.yaml")
+    cal = fake_calibration({"tiny": (6, 6)})
+    alone = {j.key: j.wall_s for j in plan.estimate(cfg, cal, {})[0]}
+    cal["sizes"]["tiny"]["corun_slowdown"] = 1.25
+    jobs, notes = plan.estimate(cfg, cal, {})
+    shared = {j.key: j.wall_s for j in jobs}
+    # re-fine-tunes, NASH and evaluations run two at a time on the 2-core CPU: 1.25x; the
+    # teacher, the benchmark and the report run alone: unchanged
+    assert shared["refinetune/tiny/news/e3d6"] == pytest.approx(
+        1.25 * (5 + 16 * 32 * 0.10 + 100 * 0.10 / 3))
+    assert shared["nash/tiny/news/nash-d3-uniform-l0s30"] == pytest.approx(
+        1.25 * alone["nash/tiny/news/nash-d3-uniform-l0s30"])
+    assert shared["evaluate/tiny/news/e1d1"] == pytest.approx(1.25 * (5 + 0.3 + 64 * 0.03))
+    for key in ("finetune/tiny/news/e6d6", "benchmark/tiny/news", "report", "data/news"):
+        assert shared[key] == alone[key]
+    assert any("1.25x" in n for n in notes)
+    # a measured slowdown below 1 is noise, not a speed-up; a GPU calibration has none
+    cal["sizes"]["tiny"]["corun_slowdown"] = 0.9
+    assert {j.key: j.wall_s for j in plan.estimate(cfg, cal, {})[0]} == alone
+    cal["sizes"]["tiny"]["corun_slowdown"] = 1.25
+    cal["device"]["kind"] = "cuda"
+    assert {j.key: j.wall_s for j in plan.estimate(cfg, cal, {})[0]} == alone
+
+
 def test_check_compares_estimates_with_snakemake_benchmark_files(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     for key, s, cpu in [("refinetune/tiny/news/e3d6", 40.0, 30.0),

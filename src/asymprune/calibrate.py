@@ -14,7 +14,9 @@ On a CPU a full-size step can take minutes, so each measurement shrinks its work
 2 x parameters x tokens for a forward pass) by halving the batch, then the lengths, and scales
 the time back linearly in examples and tokens (attention's quadratic term is left out, so long
 sources come out a little optimistic; the sidecar records the shapes actually timed). CPU
-timing uses the threads the rule's jobs get (one; the teacher fine-tune all cores).
+timing uses the threads the rule's jobs get (one; the teacher fine-tune all cores), and on a
+CPU with several cores it also times training while one job per core trains at once (the
+slowdown that jobs sharing the CPU see; ``corun_slowdown``).
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def _sync(device: torch.device) -> None:
 
 def measure(kwargs: dict[str, Any], *, batch: int, src: int, tgt: int, eval_batch: int,
             eval_src: int, device: torch.device, cpu: bool, wall: bool = False,
-            shrink_params: int | None = None) -> dict[str, float]:
+            shrink_params: int | None = None, generation: bool = True) -> dict[str, float]:
     """Seconds per training example, per encoded document and per decoding step of one model
     (CPU seconds on a CPU unless ``wall``: several threads' CPU time is not their wall time)."""
     clock = time.perf_counter if (wall or not cpu) else time.process_time
@@ -127,6 +129,8 @@ def measure(kwargs: dict[str, Any], *, batch: int, src: int, tgt: int, eval_batc
     out["act_mb_per_example"] = max(act, 0.0) / b * (src + tgt) / (s + t)
     out["timed_train_shape"] = [b, s, t]
     del opt
+    if not generation:
+        return out
     model.eval()
 
     # generation: exactly n new tokens (EOS suppressed until then)
@@ -147,6 +151,37 @@ def measure(kwargs: dict[str, Any], *, batch: int, src: int, tgt: int, eval_batc
     b1_2, b1_10 = gen(1, min(gs, eval_src), 2), gen(1, min(gs, eval_src), 10)
     out["decode_step_b1_s"] = max(b1_10 - b1_2, 0.0) / 8
     return out
+
+
+def _corun_probe(kwargs: dict[str, Any], shape: dict[str, Any], barrier, results) -> None:
+    """One of ``corun_slowdown``'s jobs (a spawned process): one thread, started with the
+    others, reports the wall time of its training example."""
+    torch.set_num_threads(1)
+    barrier.wait()
+    results.put(measure(kwargs, **shape, device=torch.device("cpu"), cpu=True, wall=True,
+                        generation=False)["train_example_s"])
+
+
+def corun_slowdown(kwargs: dict[str, Any], shape: dict[str, Any], jobs: int,
+                   alone_example_s: float) -> float:
+    """Wall time of a training example while ``jobs`` one-thread jobs train at once, over the
+    CPU time of one alone (``alone_example_s``, the ``full`` measurement): what the jobs of a
+    ``snakemake --cores N`` run that share the CPU see, from shared caches and memory bandwidth
+    and, on a VM, from SMT siblings and the host's steal. On the 2-core VM of this project's
+    demo, re-fine-tunes ran 1.1x (a quiet hour) to 1.3x (a busy one) their CPU time."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # a fork of this process would share its torch threads
+    barrier, results = ctx.Barrier(jobs), ctx.Queue()
+    shape = {k: v for k, v in shape.items() if k not in ("device", "cpu")}
+    procs = [ctx.Process(target=_corun_probe, args=(kwargs, shape, barrier, results))
+             for _ in range(jobs)]
+    for proc in procs:
+        proc.start()
+    walls = [results.get(timeout=900) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return sorted(walls)[len(walls) // 2] / alone_example_s
 
 
 def architecture(spec: dict) -> dict[str, Any]:
@@ -208,6 +243,9 @@ def calibrate(cfg, device: str | None = None) -> dict[str, Any]:
             many = measure(full, **shape, wall=True)["train_example_s"]
             entry["threads_speedup"] = one / many
             torch.set_num_threads(1)
+            # the other rules' jobs run `cores` at a time (snakemake --cores N)
+            entry["corun_slowdown"] = corun_slowdown(full, shape, cores,
+                                                     entry["full"]["train_example_s"])
         out["sizes"][size] = entry
     out["wall_s"] = time.perf_counter() - t_start
     return out

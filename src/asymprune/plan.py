@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -127,6 +128,11 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
                          f"{min(max(threads, 1.0), cores):.0f}x")
             threads = min(max(threads, 1.0), cores)
         teacher_speedup = threads if not res["gpu"] else res["gpus_per_job"]
+        # on a CPU, the jobs of the other rules run one per core at once, each slower than
+        # alone by the measured co-run slowdown (below 1 is noise: not a speed-up)
+        corun = max(scal.get("corun_slowdown", 1.0), 1.0) if cal["device"]["kind"] == "cpu" \
+            else 1.0
+        first_job = len(jobs)
         ddp = max(res["gpus_per_job"], 1) if res["gpu"] else 1
         base = {g: start[g]["rss_mb"] for g in start}
 
@@ -225,6 +231,12 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
                             + toks * step_at(k, e, dd, bs, ev.batch_size)) / speed
                 jobs.append(B.Job("benchmark", wall, B.infer_mem_mb(base["infer"], params),
                                   one_gpu, f"benchmark/{size}/{d}"))
+        if corun > 1.0:
+            notes.append(f"{size}: jobs that share the CPU billed at {corun:.2f}x their time "
+                         f"alone (measured with {cal['device']['cores']} training at once)")
+            jobs[first_job:] = [j if j.rule in B.SERIAL_RULES else
+                                dataclasses.replace(j, wall_s=j.wall_s * corun)
+                                for j in jobs[first_job:]]
     for arch in (cfg.benchmark.arch_only if bench.enabled else []):
         notes.append(f"benchmark_arch {arch}: not billed (FLAN-T5 with random weights, "
                      f"16 variants x the benchmark's cells; comparable to one benchmark job "
