@@ -44,7 +44,7 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from asymprune import rouge, settings, settings_io
+from asymprune import records, rouge, settings, settings_io
 from asymprune.artifacts import atomic_dir
 from asymprune.batching import batch_plan, encode_pairs, label_pad_id
 from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
@@ -266,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     per_device, accum = batch_plan(t.effective_batch_size, t.per_device_batch_size,
                                    args.batch_divisor, world_size, args.config_key)
+    parent, parent_record = None, None
+    if args.model and (Path(args.model) / "sidecar.json").is_file():
+        # read before training: a parent sidecar of an older format fails now, not at the end
+        parent = read_json(Path(args.model) / "sidecar.json")
+        parent_record = records.sidecar_record(str(Path(args.model) / "sidecar.json"), parent)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     model = build_model(args, t, tokenizer)
     train_ds = tokenized(args.train_file, tokenizer, t, t.max_train_samples)
@@ -339,9 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics["eval_loss"] = eval_loss
     if not trainer.is_world_process_zero():
         return 0
-    parent = None
-    if args.model and (Path(args.model) / "sidecar.json").exists():
-        parent = read_json(Path(args.model) / "sidecar.json")
+    # without a parent record this run is the teacher's fine-tune, which the budget does not
+    # count; after one it is a re-fine-tune or NASH's final fine-tune
+    record = records.derive(
+        parent_record, len(trainer.model.encoder.block), len(trainer.model.decoder.block),
+        None if parent_record is None else records.Phase("finetune", None, step,
+                                                         t.effective_batch_size))
     with atomic_dir(args.output) as tmp:
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -359,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             config={"num_layers": model.config.num_layers,
                     "num_decoder_layers": model.config.num_decoder_layers,
                     "d_model": model.config.d_model},
+            record=record.to_dict(),
             parent=parent))
     return 0
 

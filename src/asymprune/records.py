@@ -3,10 +3,11 @@
 One class per sidecar kind, built by its writer and parsed back by the report, each fact under
 one name end to end:
 
-  ModelRecord   how a model came to be (budget after the teacher, the NASH stage's facts); the
-                evaluate stage walks a model's sidecar chain once and writes it as ``record``
-  NashFacts     what the NASH stage reached; the NASH stage writes it as ``facts`` in its own
-                sidecar, and a ModelRecord carries it as ``nash``
+  ModelRecord   how a model came to be (budget after the teacher, the NASH stage's facts);
+                every stage that saves a model folder (finetune, prune_layers, the NASH stage)
+                builds it from its parent model's record (:func:`derive`) and writes it as
+                ``record`` in the folder's ``sidecar.json``; evaluate reads it back
+  NashFacts     what the NASH stage reached; a ModelRecord carries it as ``nash``
   EvalRecord    an evaluation: metrics, their intervals, engine, the model's record
   BenchCell     one cell of a benchmark: a variant's raw timed runs under one protocol x mode x
                 engine x batch size and their statistics. No verdict: whether a cell was
@@ -19,15 +20,17 @@ one name end to end:
 Budget (ModelRecord): the optimizer steps and examples (steps x effective batch) each model
 was trained for *after* the teacher, phase by phase. E.g. a NASH variant: NASH stage 320 steps
 x 8 = 2,560 examples + final fine-tune 32 x 32 = 1,024, so 3,584 examples; the re-fine-tuned
-e6d2: 1,024. The final fine-tune's ``sidecar.json`` holds, as ``parent``, the sidecar of the
-stage it started from (``prune_layers``, or the NASH stage), so the chain is walked once.
+e6d2: 1,024. Each stage appends its own phase to its parent's: the teacher's fine-tune
+counts none, block removal trains nothing, a re-fine-tune or the NASH stage adds one.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from asymprune.variants import PROTOCOLS
@@ -108,31 +111,35 @@ class ModelRecord:
             nash=None if nash is None else _nash(f"{where}.nash", nash))
 
 
-def model_record(sidecar: dict | None, encoder_layers: int, decoder_layers: int) -> ModelRecord:
-    """The record of a model from its own sidecar (None: a hub model or a folder without one,
-    i.e. a teacher whose training is not ours to count) and its measured depth."""
-    phases: list[Phase] = []
-    nash = None
-    node = sidecar
-    while node is not None:
-        stage = node.get("stage")
-        if stage == "finetune":
-            if node.get("parent") is None:
-                break  # the teacher's own fine-tune: before the budget we count
-            phases.append(Phase("finetune", None, int(node["metrics"]["global_step"]),
-                                int(node["batch"]["effective"])))
-        elif stage == "nash":
-            phases.append(Phase("nash", node["variant"], int(node["training"]["steps"]),
-                                int(node["batch"]["effective"])))
-            if "facts" not in node:
-                raise ValueError(f"the NASH sidecar of {node['variant']} has no 'facts' (a "
-                                 f"sidecar of an older format: rerun its NASH stage)")
-            nash = NashFacts.from_dict(f"NASH sidecar of {node['variant']}: facts",
-                                       node["facts"])
-        elif stage != "prune_layers":  # block removal trains nothing
-            raise ValueError(f"unknown stage {stage!r} in a model's sidecar chain")
-        node = node.get("parent")
-    return ModelRecord(encoder_layers, decoder_layers, tuple(reversed(phases)), nash)
+def derive(parent: ModelRecord | None, encoder_layers: int, decoder_layers: int,
+           phase: Phase | None = None, nash: NashFacts | None = None) -> ModelRecord:
+    """The record of a model a stage saved, ``encoder_layers`` x ``decoder_layers`` deep, from
+    a model whose record is ``parent`` (None: a hub model or a folder without a sidecar, a
+    teacher whose own training is not counted): the parent's phases, then the stage's own
+    ``phase`` (None: it trains nothing, e.g. block removal). ``nash`` is the NASH stage's
+    facts; other stages carry the parent's over, so a NASH model's final fine-tune keeps them."""
+    phases = (() if parent is None else parent.phases) + (() if phase is None else (phase,))
+    if nash is None and parent is not None:
+        nash = parent.nash
+    return ModelRecord(encoder_layers, decoder_layers, phases, nash)
+
+
+def sidecar_record(where: str, sidecar: dict) -> ModelRecord:
+    """The ``record`` of a model folder's sidecar (``where``: its file), as the stage that saved
+    the model wrote it."""
+    if "record" not in sidecar:
+        raise ValueError(f"{where} has no 'record' (a sidecar of an older format: rerun its "
+                         f"{sidecar.get('stage', 'unknown')} stage)")
+    return ModelRecord.from_dict(f"{where}: record", sidecar["record"])
+
+
+def read_model_record(model: str | Path) -> ModelRecord | None:
+    """The record in ``<model>/sidecar.json``; None where there is none (a hub id or a folder
+    without a sidecar)."""
+    path = Path(model) / "sidecar.json"
+    if not path.is_file():
+        return None
+    return sidecar_record(str(path), json.loads(path.read_text()))
 
 
 # Eval JSON "metrics" keys every evaluation has (the report's tables show all of them)
@@ -341,8 +348,8 @@ def _mapping(where: str, d: Any) -> dict:
 
 def _field(where: str, d: dict, name: str, kind: type) -> Any:
     if name not in d:
-        raise ValueError(f"{where} has no {name!r} (an eval JSON of an older format? rerun "
-                         f"the evaluation)")
+        raise ValueError(f"{where} has no {name!r} (a file of an older format? rerun the "
+                         f"stage that wrote it)")
     value = d[name]
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise ValueError(f"{where}.{name} must be {kind.__name__}, got {value!r}")
