@@ -1,4 +1,5 @@
-"""The typed records: each model's built by the stage that saved it, checked on reading."""
+"""The typed records: a model's built by the stage that saved it, the others by theirs; all checked
+on reading."""
 
 from __future__ import annotations
 
@@ -6,32 +7,33 @@ import json
 
 import pytest
 
+from asymprune import model_record as M
 from asymprune import records as R
 
 # what the NASH stage reached, one name each (the record's ``nash``)
-FACTS = R.NashFacts.from_dict("facts", {
+FACTS = M.NashFacts.from_dict("facts", {
     "variant": "nash-d2-uniform-l0s30", "protocol": "paper", "target_sparsity": 0.3,
     "reached_sparsity": 0.3047, "gates_expected_sparsity": 0.2939,
     "mask_sparsity_before_adjustment": 0.2891, "units_removed": 4, "units_restored": 1,
     "gates_missed_target": False, "encoder_blocks": [0, 1, 2, 3, 4, 5], "decoder_blocks": [0, 5],
     "parameters": 456789})
 # the teacher's own fine-tune (no parent record) counts no phase
-TEACHER = R.derive(None, 6, 6)
+TEACHER = M.derive(None, 6, 6)
 
 
 def test_teacher_prune_refinetune_chain():
-    assert TEACHER == R.ModelRecord(6, 6, (), None) and TEACHER.examples == 0
-    pruned = R.derive(TEACHER, 6, 2)            # block removal trains nothing
-    assert pruned == R.ModelRecord(6, 2, (), None)
-    refinetuned = R.derive(pruned, 6, 2, R.Phase("finetune", None, 32, 32))
-    assert refinetuned == R.ModelRecord(6, 2, (R.Phase("finetune", None, 32, 32),), None)
+    assert TEACHER == M.ModelRecord(6, 6, (), None) and TEACHER.examples == 0
+    pruned = M.derive(TEACHER, 6, 2)            # block removal trains nothing
+    assert pruned == M.ModelRecord(6, 2, (), None)
+    refinetuned = M.derive(pruned, 6, 2, M.Phase("finetune", None, 32, 32))
+    assert refinetuned == M.ModelRecord(6, 2, (M.Phase("finetune", None, 32, 32),), None)
     assert (refinetuned.steps, refinetuned.examples) == (32, 1024)   # 32 x 32
 
 
 def test_teacher_nash_stage_nash_finetune_chain():
-    stage = R.derive(TEACHER, 6, 2, R.Phase("nash", "nash-d2-uniform-l0s30", 320, 8), FACTS)
+    stage = M.derive(TEACHER, 6, 2, M.Phase("nash", "nash-d2-uniform-l0s30", 320, 8), FACTS)
     assert (stage.steps, stage.examples, stage.nash) == (320, 2560, FACTS)   # 320 x 8
-    final = R.derive(stage, 6, 2, R.Phase("finetune", None, 32, 32))
+    final = M.derive(stage, 6, 2, M.Phase("finetune", None, 32, 32))
     assert [(p.stage, p.variant, p.steps, p.effective_batch) for p in final.phases] == [
         ("nash", "nash-d2-uniform-l0s30", 320, 8), ("finetune", None, 32, 32)]
     # 320 x 8 + 32 x 32 = 2,560 + 1,024; the NASH stage's facts carry over
@@ -40,29 +42,29 @@ def test_teacher_nash_stage_nash_finetune_chain():
     assert (final.nash.units_removed, final.nash.units_restored) == (4, 1)
     assert final.nash.decoder_blocks == (0, 5)
     # a NASH stage run on a hub teacher (no record): its own phase only
-    assert R.derive(None, 6, 2, R.Phase("nash", "x", 10, 4), FACTS).examples == 40
+    assert M.derive(None, 6, 2, M.Phase("nash", "x", 10, 4), FACTS).examples == 40
     # through JSON and back, checked
-    assert R.ModelRecord.from_dict("x", json.loads(json.dumps(final.to_dict()))) == final
+    assert M.ModelRecord.from_dict("x", json.loads(json.dumps(final.to_dict()))) == final
 
 
 def _final():
-    stage = R.derive(TEACHER, 6, 2, R.Phase("nash", "nash-d2-uniform-l0s30", 320, 8), FACTS)
-    return R.derive(stage, 6, 2, R.Phase("finetune", None, 32, 32))
+    stage = M.derive(TEACHER, 6, 2, M.Phase("nash", "nash-d2-uniform-l0s30", 320, 8), FACTS)
+    return M.derive(stage, 6, 2, M.Phase("finetune", None, 32, 32))
 
 
 def test_a_model_folder_sidecar_is_read_back(tmp_path):
-    assert R.read_model_record(tmp_path) is None           # a folder without a sidecar
-    assert R.read_model_record("google/flan-t5-small") is None   # a hub id
+    assert M.read_model_record(tmp_path) is None           # a folder without a sidecar
+    assert M.read_model_record("google/flan-t5-small") is None   # a hub id
     (tmp_path / "sidecar.json").write_text(json.dumps({"stage": "finetune",
                                                        "record": _final().to_dict()}))
-    assert R.read_model_record(tmp_path) == _final()
+    assert M.read_model_record(tmp_path) == _final()
 
 
 def test_a_model_sidecar_without_a_record_asks_for_a_rerun(tmp_path):
     (tmp_path / "sidecar.json").write_text(json.dumps({"stage": "prune_layers"}))
     with pytest.raises(ValueError, match=r"sidecar.json has no 'record' .*rerun its "
                                          r"prune_layers stage"):
-        R.read_model_record(tmp_path)
+        M.read_model_record(tmp_path)
 
 
 def test_a_bad_field_of_a_model_sidecar_names_the_file_and_the_field(tmp_path):
@@ -71,7 +73,7 @@ def test_a_bad_field_of_a_model_sidecar_names_the_file_and_the_field(tmp_path):
     (tmp_path / "sidecar.json").write_text(json.dumps({"stage": "finetune", "record": d}))
     with pytest.raises(ValueError, match=r"sidecar.json: record.phases\[1\].effective_batch "
                                          r"must be int"):
-        R.read_model_record(tmp_path)
+        M.read_model_record(tmp_path)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -89,7 +91,7 @@ def test_from_dict_names_the_bad_field(change, message):
     d = _final().to_dict()
     change(d)
     with pytest.raises(ValueError, match=message):
-        R.ModelRecord.from_dict("eval.json: record", d)
+        M.ModelRecord.from_dict("eval.json: record", d)
 
 
 def _cell(**kw):

@@ -29,6 +29,7 @@ from asymprune import records, rouge
 from asymprune.artifacts import read_jsonl, write_jsonl
 from asymprune.engine import generate_with
 from asymprune import settings, settings_io
+from asymprune.model_record import ModelRecord, sidecar_record
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
                                 resolve_device)
 from asymprune.provenance import make_sidecar, read_json, write_json
@@ -157,16 +158,16 @@ def identical_share(predictions: list[str], rows: list[dict], reference: Path) -
     return sum(p == ref[r["id"]] for p, r in zip(predictions, rows)) / len(rows)
 
 
-def model_record(model: str, encoder_layers: int, decoder_layers: int
-                 ) -> tuple[dict | None, records.ModelRecord]:
+def read_record(model: str, encoder_layers: int, decoder_layers: int
+                ) -> tuple[dict | None, ModelRecord]:
     """The model folder's sidecar (None: a hub id or a folder without one) and the record the
     stage that saved the model wrote in it, checked against the depth loaded. Without a
     sidecar the model is a teacher whose training is not counted."""
     path = Path(model) / "sidecar.json"
     if not path.is_file():
-        return None, records.ModelRecord(encoder_layers, decoder_layers, (), None)
+        return None, ModelRecord(encoder_layers, decoder_layers, (), None)
     sidecar = read_json(path)
-    record = records.sidecar_record(str(path), sidecar)
+    record = sidecar_record(str(path), sidecar)
     if (record.encoder_layers, record.decoder_layers) != (encoder_layers, decoder_layers):
         raise ValueError(f"{path}: record says {record.encoder_layers} encoder and "
                          f"{record.decoder_layers} decoder layers, the model in {model} has "
@@ -181,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     model = load_model(args.model, dtype=e.dtype).to(device).eval()
     tokenizer = load_tokenizer(args.model)
-    model_sidecar, record = model_record(args.model, len(model.encoder.block),
-                                         len(model.decoder.block))
+    model_sidecar, record = read_record(args.model, len(model.encoder.block),
+                                        len(model.decoder.block))
     decoder = model
     if e.engine.startswith("ct2-"):
         from asymprune import ct2

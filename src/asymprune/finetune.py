@@ -44,12 +44,13 @@ from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainin
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from asymprune import records, rouge, settings, settings_io
+from asymprune import rouge, settings, settings_io
 from asymprune.artifacts import atomic_dir
 from asymprune.batching import batch_plan, encode_pairs, label_pad_id
 from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
                                    trainer_checkpoint_problems, whole_run_mean)
 from asymprune.generation import fresh_cache
+from asymprune.model_record import Phase, derive, sidecar_record
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.provenance import make_sidecar, read_json, write_json
 
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model and (Path(args.model) / "sidecar.json").is_file():
         # read before training: a parent sidecar of an older format fails now, not at the end
         parent = read_json(Path(args.model) / "sidecar.json")
-        parent_record = records.sidecar_record(str(Path(args.model) / "sidecar.json"), parent)
+        parent_record = sidecar_record(str(Path(args.model) / "sidecar.json"), parent)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     model = build_model(args, t, tokenizer)
     train_ds = tokenized(args.train_file, tokenizer, t, t.max_train_samples)
@@ -346,10 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # without a parent record this run is the teacher's fine-tune, which the budget does not
     # count; after one it is a re-fine-tune or NASH's final fine-tune
-    record = records.derive(
+    record = derive(
         parent_record, len(trainer.model.encoder.block), len(trainer.model.decoder.block),
-        None if parent_record is None else records.Phase("finetune", None, step,
-                                                         t.effective_batch_size))
+        None if parent_record is None else Phase("finetune", None, step, t.effective_batch_size))
     with atomic_dir(args.output) as tmp:
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

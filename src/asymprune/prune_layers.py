@@ -14,10 +14,10 @@ import argparse
 import time
 from pathlib import Path
 
-from asymprune import records
 from asymprune.artifacts import atomic_dir
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.variants import parse_depth
+from asymprune.model_record import derive, read_model_record
 from asymprune.modeling import count_parameters, load_model, load_tokenizer
 from asymprune.provenance import make_sidecar, write_json
 from asymprune.surgery import keep_blocks
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_blocks(model, enc, dec)
     params_after = count_parameters(model)
     # block removal trains nothing: the parent's phases, the new depth
-    record = records.derive(records.read_model_record(args.model), len(model.encoder.block),
-                            len(model.decoder.block))
+    record = derive(read_model_record(args.model), len(model.encoder.block),
+                    len(model.decoder.block))
     with atomic_dir(args.output) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -20,10 +20,10 @@ from accelerate.state import AcceleratorState
 from torch import nn
 from transformers import DataCollatorForSeq2Seq, get_scheduler
 
-from asymprune import records
 from asymprune.artifacts import atomic_dir, write_jsonl
 from asymprune.batching import batch_plan, label_pad_id
 from asymprune.checkpoints import discard_stale, fingerprint
+from asymprune.model_record import ModelRecord, NashFacts, Phase, derive, read_model_record
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.nash import gates
 from asymprune.nash.checkpointing import (CHECKPOINT_PREFIX, Checkpointing, newest_checkpoint,
@@ -96,7 +96,7 @@ class NashRecipe(Checkpointing):
         torch.manual_seed(s.seed)   # every process alike: DDP starts them equal anyway
 
         # the teacher's record, read before training (an older sidecar fails now)
-        self.teacher_record = records.read_model_record(args.teacher)
+        self.teacher_record = read_model_record(args.teacher)
         self.tokenizer = load_tokenizer(args.teacher)
         self.teacher = load_model(args.teacher).to(self.device).eval().requires_grad_(False)
         self.dims = EncoderDims.from_config(self.teacher.config)
@@ -388,12 +388,12 @@ class NashRecipe(Checkpointing):
             loss_summary=summarize_history(self.history),
             validation=result.validation)
 
-    def record(self, result: NashResult) -> records.ModelRecord:
+    def record(self, result: NashResult) -> ModelRecord:
         """The pruned model's record (what the report reads): the teacher's, this stage's
         phase, and what it reached (``NashFacts``)."""
         spec, pruned = self.spec, result.pruned
         report = pruned.masks.report
-        facts = records.NashFacts(
+        facts = NashFacts(
             variant=self.args.variant, protocol=spec.protocol,
             target_sparsity=spec.target_sparsity, reached_sparsity=pruned.reached_sparsity,
             gates_expected_sparsity=report.get("gates_expected_sparsity"),
@@ -403,9 +403,9 @@ class NashRecipe(Checkpointing):
             gates_missed_target=report.get("gates_missed_target"),
             encoder_blocks=tuple(self.enc_blocks), decoder_blocks=tuple(self.dec_blocks),
             parameters=count_parameters(self.student))
-        phase = records.Phase("nash", self.args.variant, self.total, self.s.effective_batch_size)
-        return records.derive(self.teacher_record, len(self.student.encoder.block),
-                              len(self.student.decoder.block), phase, facts)
+        phase = Phase("nash", self.args.variant, self.total, self.s.effective_batch_size)
+        return derive(self.teacher_record, len(self.student.encoder.block),
+                      len(self.student.decoder.block), phase, facts)
 
     def cleanup(self) -> None:
         if self.objective is not None:
