@@ -268,10 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     per_device, accum = batch_plan(t.effective_batch_size, t.per_device_batch_size,
                                    args.batch_divisor, world_size, args.config_key)
     parent, parent_record = None, None
-    if args.model and (Path(args.model) / "sidecar.json").is_file():
+    parent_sidecar = Path(args.model) / "sidecar.json" if args.model else None
+    if parent_sidecar is not None and parent_sidecar.is_file():
         # read before training: a parent sidecar of an older format fails now, not at the end
-        parent = read_json(Path(args.model) / "sidecar.json")
-        parent_record = sidecar_record(str(Path(args.model) / "sidecar.json"), parent)
+        parent = read_json(parent_sidecar)
+        parent_record = sidecar_record(str(parent_sidecar), parent)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     model = build_model(args, t, tokenizer)
     train_ds = tokenized(args.train_file, tokenizer, t, t.max_train_samples)
