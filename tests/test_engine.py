@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import T5ForConditionalGeneration
 
-from asymprune.engine import ENGINES, generate_compiled, generate_with
+from asymprune.compiled_engine import generate_compiled
+from asymprune.engine import ENGINES, generate_with
 from asymprune.generation import generate
 from asymprune.modeling import ShapedT5ForConditionalGeneration, load_model
 from asymprune.nash.prune import prune_encoder
@@ -148,7 +149,7 @@ def test_generate_with_dispatches_and_rejects_beam_search():
 def test_source_lengths_in_one_bucket_share_the_compiled_step():
     """11 and 40 source tokens both round up to one 64-slot bucket: one runner (one compile),
     and the masked spare slots leave the tokens equal to eager's."""
-    from asymprune import engine
+    from asymprune import compiled_engine as engine
 
     model = _model()
     ids, mask = _batch()
@@ -177,7 +178,7 @@ def test_generation_config_min_new_tokens_is_applied_and_other_processors_refuse
 
 
 def test_runner_cache_is_bounded_by_bytes_and_freed_when_the_model_changes(monkeypatch):
-    from asymprune import engine
+    from asymprune import compiled_engine as engine
 
     model = _model()
     tokens = engine._special_tokens(model)
@@ -202,7 +203,7 @@ def test_runner_cache_is_bounded_by_bytes_and_freed_when_the_model_changes(monke
 
 
 def test_a_skipped_cuda_graph_is_an_error_and_a_torch_without_the_settings_is_named():
-    from asymprune import engine
+    from asymprune import compiled_engine as engine
 
     assert engine.check_cuda_graphs(0, 2) and engine.check_cuda_graphs(0, None)
     with pytest.raises(RuntimeError, match="skipped 1 graph"):

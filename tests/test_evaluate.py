@@ -77,6 +77,32 @@ def test_evaluate_reads_model_sidecar_and_runs_e1d6(tiny_model_dir, data_file, t
     assert result["model_layers"] == {"encoder": 1, "decoder": 6}
     assert result["model_sidecar"]["stage"] == "prune_layers"
     assert result["model_sidecar"]["kept_blocks"]["encoder"] == [0]
+    # the record prune_layers wrote, passed on: a teacher without a sidecar, cut, untrained
+    assert result["record"] == {"encoder_layers": 1, "decoder_layers": 6, "phases": [],
+                                "nash": None}
+
+
+def test_a_model_record_that_is_not_the_model_is_an_error(tiny_model_dir, data_file, tmp_path):
+    """The record's depth must be the loaded model's; a sidecar without one asks for a rerun."""
+    import shutil
+
+    from asymprune.evaluate import main
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    side = folder / "sidecar.json"
+    record = {"encoder_layers": 6, "decoder_layers": 3, "phases": [], "nash": None}
+    side.write_text(json.dumps({"stage": "prune_layers", "record": record}))
+    argv = ["--model", str(folder), "--data-file", str(data_file), "--output",
+            str(tmp_path / "e.json"), "--predictions", str(tmp_path / "p.jsonl"),
+            "--device", "cpu"]
+    with pytest.raises(ValueError, match=r"m/sidecar.json: record says 6 encoder and 3 "
+                                         r"decoder layers, .* has 6 and 6"):
+        main(argv)
+    side.write_text(json.dumps({"stage": "finetune"}))   # a sidecar of the older format
+    with pytest.raises(ValueError, match="no 'record' .*rerun its finetune stage"):
+        main(argv)
+    assert not (tmp_path / "e.json").exists()
 
 
 def test_summarize_counts_and_keeps_order(tiny_model, tiny_tokenizer, monkeypatch):

@@ -57,6 +57,12 @@ def test_train_from_scratch_then_refinetune(news_dir, tiny_tokenizer_dir, tmp_pa
                           "--checkpoint-dir", str(tmp_path / "ck2")]) == 0
     side2 = json.loads((out2 / "sidecar.json").read_text())
     assert side2["parent"]["metrics"]["global_step"] == 3
+    # the teacher's own training is not counted; the re-fine-tune's 1 step x 16 examples is
+    assert side["record"] == {"encoder_layers": 2, "decoder_layers": 2, "phases": [],
+                              "nash": None}
+    assert side2["record"] == {"encoder_layers": 2, "decoder_layers": 2, "nash": None,
+                               "phases": [{"stage": "finetune", "variant": None, "steps": 1,
+                                           "effective_batch": 16}]}
 
 
 def test_stale_checkpoints_are_not_resumed(news_dir, tiny_tokenizer_dir, tmp_path):

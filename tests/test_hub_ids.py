@@ -14,6 +14,7 @@ import threading
 import pytest
 import yaml
 
+from asymprune import hub_check as H
 from asymprune import workflow_config as W
 from test_workflow import MICRO, REPO, dry, snakemake, write_config
 
@@ -99,7 +100,7 @@ def test_a_local_folder_is_not_taken_for_a_hub_id(tmp_path):
         "config key models.m1.name_or_path: 'a/b/c' is neither an existing local folder nor a "
         "valid hub id (Repo id must be in the form 'repo_name' or 'namespace/repo_name': "
         "'a/b/c'. Use `repo_type` argument if needed.)"]
-    assert W.hub_model_ids(cfg["models"]) == {"a/b/c": ["models.m1.name_or_path"]}
+    assert H.hub_model_ids(cfg["models"]) == {"a/b/c": ["models.m1.name_or_path"]}
 
 
 def test_the_hub_is_asked_once_per_id(fake_hub, tmp_path, monkeypatch):
@@ -110,13 +111,13 @@ def test_the_hub_is_asked_once_per_id(fake_hub, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", fake_hub)
     models = hub_config(KNOWN, UNKNOWN, KNOWN)["models"]
-    check = W.check_hub_models(models, timeout=5)
+    check = H.check_hub_models(models, timeout=5)
     assert check.unchecked == []
     assert check.missing == [f"  {UNKNOWN} (config key models.m1.name_or_path): the hub has no "
                              f"such model (or a private one: set HF_TOKEN)"]
     # no network: the first id waits for its error, the others are not asked
     monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", closed_port())
-    check = W.check_hub_models(models, timeout=5)
+    check = H.check_hub_models(models, timeout=5)
     assert check.missing == []
     assert [line.split(":")[0] for line in check.unchecked] == [
         f"  {KNOWN} (config key models.m0.name_or_path, models.m2.name_or_path)",

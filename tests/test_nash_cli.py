@@ -57,13 +57,18 @@ def l0_run(teacher_dir, news_dir, tmp_path_factory):
 def test_l0_run_reaches_the_target_and_reloads(l0_run, teacher_dir):
     out = l0_run / "out"
     side = json.loads((out / "sidecar.json").read_text())
+    facts = side["record"]["nash"]
     assert side["stage"] == "nash" and side["variant"] == "nash-d3-uniform-l0s30"
-    assert side["facts"]["target_sparsity"] == 0.3
-    assert abs(side["facts"]["reached_sparsity"] - 0.3) <= 0.005          # the demo's bar is 0.01
+    assert facts["target_sparsity"] == 0.3
+    assert abs(facts["reached_sparsity"] - 0.3) <= 0.005          # the demo's bar is 0.01
     assert side["kept"]["decoder_blocks"] == [0, 2, 5]
     assert side["kept"]["encoder_blocks"] == [0, 1, 2, 3, 4, 5]
     assert side["masked_vs_pruned_max_abs_diff"] <= 1e-4
     assert side["training"]["steps"] == 6 and side["training"]["resumed_from"] is None
+    # the model's record: the teacher (no sidecar) counts nothing, this stage 6 steps x 4
+    assert (side["record"]["encoder_layers"], side["record"]["decoder_layers"]) == (6, 3)
+    assert side["record"]["phases"] == [{"stage": "nash", "variant": "nash-d3-uniform-l0s30",
+                                         "steps": 6, "effective_batch": 4}]
     assert side["loss_summary"]["last"]["step"] == 6
     assert side["batch"] == {"effective": 4, "per_device": 4, "accumulation": 1,
                              "world_size": 1, "batch_divisor": 1}
@@ -73,20 +78,20 @@ def test_l0_run_reaches_the_target_and_reloads(l0_run, teacher_dir):
                       ("mask_sparsity_before_adjustment", float),
                       ("units_removed", int), ("units_restored", int),
                       ("gates_missed_target", bool)]:
-        assert type(side["facts"][key]) is kind, key
-    assert side["facts"]["gates_missed_target"] == (abs(side["facts"]["gates_expected_sparsity"] - 0.3) > 0.02)
+        assert type(facts[key]) is kind, key
+    assert facts["gates_missed_target"] == (abs(facts["gates_expected_sparsity"] - 0.3) > 0.02)
     assert side["args"]["gate_miss_tolerance"] == 0.02
-    moved = side["facts"]["units_removed"] - side["facts"]["units_restored"]
+    moved = facts["units_removed"] - facts["units_restored"]
     # the adjustment moves units one way only, and removing units (sparser) is what lifts
     # the reached sparsity above the rounded mask's
-    assert min(side["facts"]["units_removed"], side["facts"]["units_restored"]) == 0
-    assert (side["facts"]["reached_sparsity"] > side["facts"]["mask_sparsity_before_adjustment"]) == (moved > 0)
+    assert min(facts["units_removed"], facts["units_restored"]) == 0
+    assert (facts["reached_sparsity"] > facts["mask_sparsity_before_adjustment"]) == (moved > 0)
     # the reached sparsity is the one param count applied to the saved model
     model = load_model(out)
     teacher = load_model(teacher_dir)
     dims = EncoderDims.from_config(teacher.config)
     kept = encoder_prunable_params(*encoder_widths(model), dims)
-    assert side["facts"]["reached_sparsity"] == pytest.approx(sparsity(kept, dims.full_params()))
+    assert facts["reached_sparsity"] == pytest.approx(sparsity(kept, dims.full_params()))
     assert side["parameters"]["pruned"] == count_parameters(model)
     assert side["parameters"]["encoder_prunable_teacher"] == 52_224
     heads, units = encoder_widths(model)
@@ -131,9 +136,10 @@ def test_a_gate_miss_is_flagged_and_warned(teacher_dir, news_dir, tmp_path, capl
     with caplog.at_level("WARNING", logger="asymprune.nash"):
         assert nash.main(args) == 0
     side = json.loads((tmp_path / "out" / "sidecar.json").read_text())
-    assert side["facts"]["gates_missed_target"] is True
-    assert side["facts"]["gates_expected_sparsity"] < 0.28
-    assert side["facts"]["units_removed"] > 0 and abs(side["facts"]["reached_sparsity"] - 0.3) <= 0.005
+    facts = side["record"]["nash"]
+    assert facts["gates_missed_target"] is True
+    assert facts["gates_expected_sparsity"] < 0.28
+    assert facts["units_removed"] > 0 and abs(facts["reached_sparsity"] - 0.3) <= 0.005
     assert any("more than gate_miss_tolerance" in r.getMessage() for r in caplog.records)
     caplog.clear()
     lenient = argv(teacher_dir, news_dir, tmp_path / "out2", tmp_path / "ck",
@@ -142,7 +148,8 @@ def test_a_gate_miss_is_flagged_and_warned(teacher_dir, news_dir, tmp_path, capl
     with caplog.at_level("WARNING", logger="asymprune.nash"):
         assert nash.main(lenient) == 0
     side = json.loads((tmp_path / "out2" / "sidecar.json").read_text())
-    assert side["facts"]["gates_missed_target"] is False
+    facts = side["record"]["nash"]
+    assert facts["gates_missed_target"] is False
     assert side["training"]["resumed_from"].endswith("step-00000002")   # a reporting threshold
     assert not any("gate_miss_tolerance" in r.getMessage() for r in caplog.records)
 
@@ -181,9 +188,11 @@ def test_interrupted_runs_resume_to_the_same_model(l0_run, teacher_dir, news_dir
     assert sorted(p.name for p in ck.glob("step-*")) == ["step-00000003", "step-00000004"]
     assert nash.main(argv(teacher_dir, news_dir, out, ck)) == 0
     side = json.loads((out / "sidecar.json").read_text())
+    facts = side["record"]["nash"]
     ref = json.loads((l0_run / "out" / "sidecar.json").read_text())
+    ref_facts = ref["record"]["nash"]
     assert side["training"]["resumed_from"].endswith("step-00000004")
-    assert side["facts"]["reached_sparsity"] == ref["facts"]["reached_sparsity"]
+    assert facts["reached_sparsity"] == ref_facts["reached_sparsity"]
     assert side["kept"] == ref["kept"]
     assert side["loss_summary"] == ref["loss_summary"]
     # the history travels in the checkpoints: every logged step, resumes included
@@ -246,9 +255,10 @@ def test_other_encoder_modes(teacher_dir, news_dir, tmp_path, mode, variant, enc
     args[args.index("--max-steps") + 1] = "2"
     assert nash.main(args) == 0
     side = json.loads((tmp_path / "out" / "sidecar.json").read_text())
+    facts = side["record"]["nash"]
     assert side["kept"]["encoder_blocks"] == enc_blocks
     assert side["kept"]["decoder_blocks"] == [0, 1, 2]
-    assert side["facts"]["reached_sparsity"] == pytest.approx(reached)
+    assert facts["reached_sparsity"] == pytest.approx(reached)
     assert side["variant"] == variant
     model = load_model(tmp_path / "out")
     assert getattr(model.config, LAYER_SHAPES_KEY, None) is None
@@ -264,10 +274,11 @@ def test_equal_budget_baselines_keep_the_depth_variants_blocks(teacher_dir, news
     args[args.index("--max-steps") + 1] = "2"
     assert nash.main(args + ["--layer-selection", "auto"]) == 0
     side = json.loads((tmp_path / "out" / "sidecar.json").read_text())
+    facts = side["record"]["nash"]
     enc, dec = {"e3d3-kd": ([0, 3, 5], [0, 3, 5]), "e6d2-ce": ([0, 1, 2, 3, 4, 5], [0, 5])}[variant]
     assert (side["kept"]["encoder_blocks"], side["kept"]["decoder_blocks"]) == (enc, dec)
-    assert side["variant"] == variant and side["facts"]["target_sparsity"] == 0.0
-    assert side["facts"]["gates_expected_sparsity"] is None and side["training"]["steps"] == 2
+    assert side["variant"] == variant and facts["target_sparsity"] == 0.0
+    assert facts["gates_expected_sparsity"] is None and side["training"]["steps"] == 2
     assert side["args"]["prediction_loss"] == objective
     teacher_terms = (side["args"]["distill_enc"], side["args"]["distill_dec"])
     assert teacher_terms == ((0.001, 0.001) if objective == "kl" else (0.0, 0.0))

@@ -37,13 +37,14 @@ def test_two_process_ddp_keeps_the_effective_batch_and_writes_once(tiny_tokenize
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     side = json.loads((out / "sidecar.json").read_text())
+    facts = side["record"]["nash"]
     assert side["batch"] == {"effective": 8, "per_device": 2, "accumulation": 2,
                              "world_size": 2, "batch_divisor": 2}
     history = [json.loads(line) for line in (out / "nash_history.jsonl").open()]
     assert [h["step"] for h in history] == [1, 2, 3]
     # every optimizer step consumed the effective batch, summed over both processes
     assert all(h["examples"] == 8 for h in history)
-    assert abs(side["facts"]["reached_sparsity"] - 0.3) <= 0.005
+    assert abs(facts["reached_sparsity"] - 0.3) <= 0.005
     # the run got past the end-of-training check that both processes hold the same weights,
     # gates and multipliers; the checkpoint holds both processes' RNG states
     state = torch.load(ck / "step-00000003" / "state.pt", weights_only=True)

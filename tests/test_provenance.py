@@ -19,6 +19,11 @@ def test_code_hash_changes_with_the_stage_and_its_imports_only(tmp_path):
     assert after["evaluate"] != before["evaluate"]  # evaluate imports records
     assert after["finetune"] == before["finetune"]
     assert after["data"] == before["data"]
+    # the model record is written by the training stages: editing it reruns them
+    (pkg / "model_record.py").write_text((pkg / "model_record.py").read_text() + "\n# edited\n")
+    again = {s: provenance.stage_code_hash(s, pkg) for s in ("evaluate", "finetune", "data")}
+    assert again["finetune"] != after["finetune"] and again["evaluate"] != after["evaluate"]
+    assert again["data"] == after["data"]
 
 
 def test_sidecar_records_what_aggregation_needs():

@@ -1,4 +1,5 @@
-"""The typed record evaluate writes: the sidecar chain walked once, then checked on reading."""
+"""The typed records: a model's built by the stage that saved it, the others by theirs; all checked
+on reading."""
 
 from __future__ import annotations
 
@@ -6,51 +7,73 @@ import json
 
 import pytest
 
+from asymprune import model_record as M
 from asymprune import records as R
 
-NASH_SIDECAR = {"stage": "nash", "variant": "nash-d2-uniform-l0s30", "protocol": "paper",
-                # the NASH stage writes its facts as the record the report reads, one name each
-                "facts": {"variant": "nash-d2-uniform-l0s30", "protocol": "paper",
-                          "target_sparsity": 0.3, "reached_sparsity": 0.3047,
-                          "gates_expected_sparsity": 0.2939,
-                          "mask_sparsity_before_adjustment": 0.2891, "units_removed": 4,
-                          "units_restored": 1, "gates_missed_target": False,
-                          "encoder_blocks": [0, 1, 2, 3, 4, 5], "decoder_blocks": [0, 5],
-                          "parameters": 456789},
-                "training": {"steps": 320}, "batch": {"effective": 8}}
+# what the NASH stage reached, one name each (the record's ``nash``)
+FACTS = M.NashFacts.from_dict("facts", {
+    "variant": "nash-d2-uniform-l0s30", "protocol": "paper", "target_sparsity": 0.3,
+    "reached_sparsity": 0.3047, "gates_expected_sparsity": 0.2939,
+    "mask_sparsity_before_adjustment": 0.2891, "units_removed": 4, "units_restored": 1,
+    "gates_missed_target": False, "encoder_blocks": [0, 1, 2, 3, 4, 5], "decoder_blocks": [0, 5],
+    "parameters": 456789})
+# the teacher's own fine-tune (no parent record) counts no phase
+TEACHER = M.derive(None, 6, 6)
 
 
-def finetune(parent, steps=32, effective=32):
-    return {"stage": "finetune", "metrics": {"global_step": steps},
-            "batch": {"effective": effective}, "parent": parent}
+def test_teacher_prune_refinetune_chain():
+    assert TEACHER == M.ModelRecord(6, 6, (), None) and TEACHER.examples == 0
+    pruned = M.derive(TEACHER, 6, 2)            # block removal trains nothing
+    assert pruned == M.ModelRecord(6, 2, (), None)
+    refinetuned = M.derive(pruned, 6, 2, M.Phase("finetune", None, 32, 32))
+    assert refinetuned == M.ModelRecord(6, 2, (M.Phase("finetune", None, 32, 32),), None)
+    assert (refinetuned.steps, refinetuned.examples) == (32, 1024)   # 32 x 32
 
 
-def test_a_nash_model_counts_both_phases_and_keeps_the_stage_facts():
-    rec = R.model_record(finetune(NASH_SIDECAR), 6, 2)
-    assert [(p.stage, p.steps, p.effective_batch) for p in rec.phases] == [
-        ("nash", 320, 8), ("finetune", 32, 32)]
-    # 320 x 8 + 32 x 32 = 2,560 + 1,024
-    assert (rec.steps, rec.examples) == (352, 3584)
-    assert rec.nash.gates_expected_sparsity == pytest.approx(0.2939)
-    assert (rec.nash.units_removed, rec.nash.units_restored) == (4, 1)
-    assert rec.nash.decoder_blocks == (0, 5)
+def test_teacher_nash_stage_nash_finetune_chain():
+    stage = M.derive(TEACHER, 6, 2, M.Phase("nash", "nash-d2-uniform-l0s30", 320, 8), FACTS)
+    assert (stage.steps, stage.examples, stage.nash) == (320, 2560, FACTS)   # 320 x 8
+    final = M.derive(stage, 6, 2, M.Phase("finetune", None, 32, 32))
+    assert [(p.stage, p.variant, p.steps, p.effective_batch) for p in final.phases] == [
+        ("nash", "nash-d2-uniform-l0s30", 320, 8), ("finetune", None, 32, 32)]
+    # 320 x 8 + 32 x 32 = 2,560 + 1,024; the NASH stage's facts carry over
+    assert (final.steps, final.examples) == (352, 3584)
+    assert final.nash.gates_expected_sparsity == pytest.approx(0.2939)
+    assert (final.nash.units_removed, final.nash.units_restored) == (4, 1)
+    assert final.nash.decoder_blocks == (0, 5)
+    # a NASH stage run on a hub teacher (no record): its own phase only
+    assert M.derive(None, 6, 2, M.Phase("nash", "x", 10, 4), FACTS).examples == 40
     # through JSON and back, checked
-    again = R.ModelRecord.from_dict("x", json.loads(json.dumps(rec.to_dict())))
-    assert again == rec
+    assert M.ModelRecord.from_dict("x", json.loads(json.dumps(final.to_dict()))) == final
 
 
-def test_refinetuned_teacher_and_hub_models():
-    pruned = {"stage": "prune_layers", "kept_blocks": {"encoder": [0], "decoder": [0]}}
-    rec = R.model_record(finetune(pruned, steps=10, effective=64), 1, 1)
-    assert [(p.stage, p.examples) for p in rec.phases] == [("finetune", 640)] and rec.nash is None
-    teacher = R.model_record(finetune(None, steps=500), 6, 6)
-    assert teacher.phases == () and teacher.examples == 0  # the teacher's own training
-    assert R.model_record(None, 8, 8).phases == ()  # a hub model without a sidecar
+def _final():
+    stage = M.derive(TEACHER, 6, 2, M.Phase("nash", "nash-d2-uniform-l0s30", 320, 8), FACTS)
+    return M.derive(stage, 6, 2, M.Phase("finetune", None, 32, 32))
 
 
-def test_a_stage_the_record_does_not_know_is_an_error():
-    with pytest.raises(ValueError, match="unknown stage 'distil'"):
-        R.model_record(finetune({"stage": "distil"}), 6, 6)
+def test_a_model_folder_sidecar_is_read_back(tmp_path):
+    assert M.read_model_record(tmp_path) is None           # a folder without a sidecar
+    assert M.read_model_record("google/flan-t5-small") is None   # a hub id
+    (tmp_path / "sidecar.json").write_text(json.dumps({"stage": "finetune",
+                                                       "record": _final().to_dict()}))
+    assert M.read_model_record(tmp_path) == _final()
+
+
+def test_a_model_sidecar_without_a_record_asks_for_a_rerun(tmp_path):
+    (tmp_path / "sidecar.json").write_text(json.dumps({"stage": "prune_layers"}))
+    with pytest.raises(ValueError, match=r"sidecar.json has no 'record' .*rerun its "
+                                         r"prune_layers stage"):
+        M.read_model_record(tmp_path)
+
+
+def test_a_bad_field_of_a_model_sidecar_names_the_file_and_the_field(tmp_path):
+    d = _final().to_dict()
+    d["phases"][1]["effective_batch"] = "32"
+    (tmp_path / "sidecar.json").write_text(json.dumps({"stage": "finetune", "record": d}))
+    with pytest.raises(ValueError, match=r"sidecar.json: record.phases\[1\].effective_batch "
+                                         r"must be int"):
+        M.read_model_record(tmp_path)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -65,10 +88,10 @@ def test_a_stage_the_record_does_not_know_is_an_error():
                                                   r"'released'\)"),
 ])
 def test_from_dict_names_the_bad_field(change, message):
-    d = R.model_record(finetune(NASH_SIDECAR), 6, 2).to_dict()
+    d = _final().to_dict()
     change(d)
     with pytest.raises(ValueError, match=message):
-        R.ModelRecord.from_dict("eval.json: record", d)
+        M.ModelRecord.from_dict("eval.json: record", d)
 
 
 def _cell(**kw):
@@ -119,16 +142,10 @@ def test_an_eval_record_goes_through_json_and_back():
     metrics = {"rouge1": 40.0, "rouge2": 20.0, "rougeL": 30.0, "rougeLsum": 35.0,
                "gen_len": 50.0}
     rec = R.EvalRecord(engine="eager", metrics=metrics, metrics_ci95={"rouge2": [19.0, 21.0]},
-                       identical_share=None, record=R.model_record(None, 6, 6))
+                       identical_share=None, record=TEACHER)
     again = R.EvalRecord.from_dict("e.json", json.loads(json.dumps(rec.to_dict())))
     assert again == rec and again.rouge2_ci95 == (19.0, 21.0)
     bad = rec.to_dict()
     del bad["metrics"]["gen_len"]
     with pytest.raises(ValueError, match="e.json: metrics has no 'gen_len'"):
         R.EvalRecord.from_dict("e.json", bad)
-
-
-def test_a_nash_sidecar_of_the_old_format_asks_for_a_rerun():
-    old = {k: v for k, v in NASH_SIDECAR.items() if k != "facts"}
-    with pytest.raises(ValueError, match="no 'facts'.*rerun its NASH stage"):
-        R.model_record(finetune(old), 6, 2)

@@ -29,6 +29,7 @@ from asymprune import records, rouge
 from asymprune.artifacts import read_jsonl, write_jsonl
 from asymprune.engine import generate_with
 from asymprune import settings, settings_io
+from asymprune.model_record import ModelRecord, sidecar_record
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
                                 resolve_device)
 from asymprune.provenance import make_sidecar, read_json, write_json
@@ -157,6 +158,23 @@ def identical_share(predictions: list[str], rows: list[dict], reference: Path) -
     return sum(p == ref[r["id"]] for p, r in zip(predictions, rows)) / len(rows)
 
 
+def read_record(model: str, encoder_layers: int, decoder_layers: int
+                ) -> tuple[dict | None, ModelRecord]:
+    """The model folder's sidecar (None: a hub id or a folder without one) and the record the
+    stage that saved the model wrote in it, checked against the depth loaded. Without a
+    sidecar the model is a teacher whose training is not counted."""
+    path = Path(model) / "sidecar.json"
+    if not path.is_file():
+        return None, ModelRecord(encoder_layers, decoder_layers, (), None)
+    sidecar = read_json(path)
+    record = sidecar_record(str(path), sidecar)
+    if (record.encoder_layers, record.decoder_layers) != (encoder_layers, decoder_layers):
+        raise ValueError(f"{path}: record says {record.encoder_layers} encoder and "
+                         f"{record.decoder_layers} decoder layers, the model in {model} has "
+                         f"{encoder_layers} and {decoder_layers}")
+    return sidecar, record
+
+
 def main(argv: list[str] | None = None) -> int:
     args, e = parse_args(argv)
     t0 = time.time()
@@ -164,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     model = load_model(args.model, dtype=e.dtype).to(device).eval()
     tokenizer = load_tokenizer(args.model)
+    model_sidecar, record = read_record(args.model, len(model.encoder.block),
+                                        len(model.decoder.block))
     decoder = model
     if e.engine.startswith("ct2-"):
         from asymprune import ct2
@@ -190,8 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     write_jsonl(args.predictions, ({"id": r["id"], "prediction": p, "reference": r["target"],
                                     "gen_len": g, **d}
                                    for r, p, g, d in zip(rows, predictions, gen_lens, per_doc)))
-    model_sidecar_path = Path(args.model) / "sidecar.json"
-    model_sidecar = read_json(model_sidecar_path) if model_sidecar_path.is_file() else None
     tags = dict(args.tag)
     write_json(args.output, make_sidecar(
         "evaluate", {**settings_io.record(args, e), "tag": tags}, samples={"eval": len(rows)},
@@ -202,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             engine=e.engine, metrics=metrics, metrics_ci95=ci95,
             identical_share=(identical_share(predictions, rows, args.reference_predictions)
                              if args.reference_predictions is not None else None),
-            record=records.model_record(model_sidecar, len(model.encoder.block),
-                                        len(model.decoder.block))).to_dict(),
+            record=record).to_dict(),
         generation_time_s=generation_time_s,
         model_layers={"encoder": len(model.encoder.block), "decoder": len(model.decoder.block)},
         parameters=count_parameters(model),

@@ -50,6 +50,7 @@ from asymprune.batching import batch_plan, encode_pairs, label_pad_id
 from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
                                    trainer_checkpoint_problems, whole_run_mean)
 from asymprune.generation import fresh_cache
+from asymprune.model_record import Phase, derive, sidecar_record
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.provenance import make_sidecar, read_json, write_json
 
@@ -266,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     per_device, accum = batch_plan(t.effective_batch_size, t.per_device_batch_size,
                                    args.batch_divisor, world_size, args.config_key)
+    parent, parent_record = None, None
+    parent_sidecar = Path(args.model) / "sidecar.json" if args.model else None
+    if parent_sidecar is not None and parent_sidecar.is_file():
+        # read before training: a parent sidecar of an older format fails now, not at the end
+        parent = read_json(parent_sidecar)
+        parent_record = sidecar_record(str(parent_sidecar), parent)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     model = build_model(args, t, tokenizer)
     train_ds = tokenized(args.train_file, tokenizer, t, t.max_train_samples)
@@ -339,9 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         metrics["eval_loss"] = eval_loss
     if not trainer.is_world_process_zero():
         return 0
-    parent = None
-    if args.model and (Path(args.model) / "sidecar.json").exists():
-        parent = read_json(Path(args.model) / "sidecar.json")
+    # without a parent record this run is the teacher's fine-tune, which the budget does not
+    # count; after one it is a re-fine-tune or NASH's final fine-tune
+    record = derive(
+        parent_record, len(trainer.model.encoder.block), len(trainer.model.decoder.block),
+        None if parent_record is None else Phase("finetune", None, step, t.effective_batch_size))
     with atomic_dir(args.output) as tmp:
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -359,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             config={"num_layers": model.config.num_layers,
                     "num_decoder_layers": model.config.num_decoder_layers,
                     "d_model": model.config.d_model},
+            record=record.to_dict(),
             parent=parent))
     return 0
 

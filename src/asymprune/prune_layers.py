@@ -17,6 +17,7 @@ from pathlib import Path
 from asymprune.artifacts import atomic_dir
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.variants import parse_depth
+from asymprune.model_record import derive, read_model_record
 from asymprune.modeling import count_parameters, load_model, load_tokenizer
 from asymprune.provenance import make_sidecar, write_json
 from asymprune.surgery import keep_blocks
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     params_before = count_parameters(model)
     keep_blocks(model, enc, dec)
     params_after = count_parameters(model)
+    # block removal trains nothing: the parent's phases, the new depth
+    record = derive(read_model_record(args.model), len(model.encoder.block),
+                    len(model.decoder.block))
     with atomic_dir(args.output) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             teacher_layers={"encoder": n_enc, "decoder": n_dec},
             kept_blocks={"encoder": list(enc), "decoder": list(dec)},
             parameters={"before": params_before, "after": params_after,
-                        "counts_lm_head": False}))
+                        "counts_lm_head": False},
+            record=record.to_dict()))
     print(f"{args.variant}: kept encoder {list(enc)} of {n_enc}, decoder {list(dec)} of {n_dec}; "
           f"parameters {params_before:,} -> {params_after:,} (without lm_head)")
     return 0

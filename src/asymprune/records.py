@@ -3,141 +3,31 @@
 One class per sidecar kind, built by its writer and parsed back by the report, each fact under
 one name end to end:
 
-  ModelRecord   how a model came to be (budget after the teacher, the NASH stage's facts); the
-                evaluate stage walks a model's sidecar chain once and writes it as ``record``
-  NashFacts     what the NASH stage reached; the NASH stage writes it as ``facts`` in its own
-                sidecar, and a ModelRecord carries it as ``nash``
+  ModelRecord   how a model came to be (budget after the teacher, the NASH stage's facts):
+                ``asymprune.model_record``, written by the stage that saved the model folder
+  NashFacts     what the NASH stage reached; a ModelRecord carries it as ``nash``
+                (``asymprune.model_record``)
   EvalRecord    an evaluation: metrics, their intervals, engine, the model's record
   BenchCell     one cell of a benchmark: a variant's raw timed runs under one protocol x mode x
                 engine x batch size and their statistics. No verdict: whether a cell was
                 disturbed is the report's judgement (docs/benchmark.md)
   BenchRecord   one benchmark sidecar: a variant's labels, model facts and cells
 
-``from_dict(where, d)`` checks every field: a wrong or missing one is a ValueError naming
-``where`` (the file) and the key. Writers serialise with ``to_dict()`` (tuples as lists).
-
-Budget (ModelRecord): the optimizer steps and examples (steps x effective batch) each model
-was trained for *after* the teacher, phase by phase. E.g. a NASH variant: NASH stage 320 steps
-x 8 = 2,560 examples + final fine-tune 32 x 32 = 1,024, so 3,584 examples; the re-fine-tuned
-e6d2: 1,024. The final fine-tune's ``sidecar.json`` holds, as ``parent``, the sidecar of the
-stage it started from (``prune_layers``, or the NASH stage), so the chain is walked once.
+``from_dict(where, d)`` checks every field (``asymprune.record_checks``): a wrong or missing
+one is a ValueError naming ``where`` (the file) and the key. Writers serialise with
+``to_dict()`` (tuples as lists).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from asymprune.variants import PROTOCOLS
-
-STAGES = ("finetune", "nash")
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One training run after the teacher."""
-
-    stage: str             # finetune (re-fine-tune or NASH's final fine-tune) | nash
-    variant: str | None    # the NASH stage's variant id (a NASH variant or e{E}d{D}-{kd|ce})
-    steps: int             # optimizer steps
-    effective_batch: int   # examples per optimizer step
-
-    @property
-    def examples(self) -> int:
-        return self.steps * self.effective_batch
-
-
-@dataclass(frozen=True)
-class NashFacts:
-    """What the NASH stage reached (sparsities are fractions of the teacher's encoder
-    prunable parameters; None where a NASH run has no gates: encoder modes none / layers,
-    equal-budget baselines)."""
-
-    variant: str
-    protocol: str                                 # paper | released (asymprune.variants)
-    target_sparsity: float
-    reached_sparsity: float                       # of the physically pruned encoder
-    gates_expected_sparsity: float | None         # the gates' own, at the end of training
-    mask_sparsity_before_adjustment: float | None  # per-layer rounded masks, before moving units
-    units_removed: int | None                     # by the global adjustment to the target band
-    units_restored: int | None
-    gates_missed_target: bool | None              # |gates' expected - target| > tolerance
-    encoder_blocks: tuple[int, ...]
-    decoder_blocks: tuple[int, ...]
-    parameters: int                               # of the pruned model, without lm_head
-
-    def to_dict(self) -> dict[str, Any]:
-        return _json_shape(asdict(self))
-
-    @classmethod
-    def from_dict(cls, where: str, d: Any) -> "NashFacts":
-        return _nash(where, d)
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    encoder_layers: int
-    decoder_layers: int
-    phases: tuple[Phase, ...]   # after the teacher, in training order; () for the teacher
-    nash: NashFacts | None      # the NASH stage's facts, where it made the model
-
-    @property
-    def steps(self) -> int:
-        return sum(p.steps for p in self.phases)
-
-    @property
-    def examples(self) -> int:
-        return sum(p.examples for p in self.phases)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape :meth:`from_dict` reads (tuples as lists)."""
-        return _json_shape(asdict(self))
-
-    @classmethod
-    def from_dict(cls, where: str, d: Any) -> "ModelRecord":
-        """Checked: a wrong or missing field is a ValueError naming ``where`` and the field."""
-        d = _mapping(where, d)
-        phases = _field(where, d, "phases", list)
-        nash = d.get("nash")
-        return cls(
-            encoder_layers=_int(where, d, "encoder_layers"),
-            decoder_layers=_int(where, d, "decoder_layers"),
-            phases=tuple(_phase(f"{where}.phases[{i}]", p) for i, p in enumerate(phases)),
-            nash=None if nash is None else _nash(f"{where}.nash", nash))
-
-
-def model_record(sidecar: dict | None, encoder_layers: int, decoder_layers: int) -> ModelRecord:
-    """The record of a model from its own sidecar (None: a hub model or a folder without one,
-    i.e. a teacher whose training is not ours to count) and its measured depth."""
-    phases: list[Phase] = []
-    nash = None
-    node = sidecar
-    while node is not None:
-        stage = node.get("stage")
-        if stage == "finetune":
-            if node.get("parent") is None:
-                break  # the teacher's own fine-tune: before the budget we count
-            phases.append(Phase("finetune", None, int(node["metrics"]["global_step"]),
-                                int(node["batch"]["effective"])))
-        elif stage == "nash":
-            phases.append(Phase("nash", node["variant"], int(node["training"]["steps"]),
-                                int(node["batch"]["effective"])))
-            if "facts" not in node:
-                raise ValueError(f"the NASH sidecar of {node['variant']} has no 'facts' (a "
-                                 f"sidecar of an older format: rerun its NASH stage)")
-            nash = NashFacts.from_dict(f"NASH sidecar of {node['variant']}: facts",
-                                       node["facts"])
-        elif stage != "prune_layers":  # block removal trains nothing
-            raise ValueError(f"unknown stage {stage!r} in a model's sidecar chain")
-        node = node.get("parent")
-    return ModelRecord(encoder_layers, decoder_layers, tuple(reversed(phases)), nash)
-
+from asymprune import record_checks as C
+from asymprune.model_record import ModelRecord
 
 # Eval JSON "metrics" keys every evaluation has (the report's tables show all of them)
 METRIC_NAMES = ("rouge1", "rouge2", "rougeLsum", "rougeL", "gen_len")
-NAME_RE = re.compile(r"^[A-Za-z0-9._+-]+$")  # labels end up in file names
 
 
 @dataclass(frozen=True)
@@ -152,7 +42,7 @@ class EvalRecord:
     record: ModelRecord
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": dict(self.metrics), "metrics_ci95": _json_shape(self.metrics_ci95),
+        return {"metrics": dict(self.metrics), "metrics_ci95": C.json_shape(self.metrics_ci95),
                 "engine": self.engine, "identical_share": self.identical_share,
                 "record": self.record.to_dict()}
 
@@ -163,12 +53,12 @@ class EvalRecord:
 
     @classmethod
     def from_dict(cls, where: str, d: Any) -> "EvalRecord":
-        d = _mapping(where, d)
-        metrics = _field(where, d, "metrics", dict)
+        d = C.mapping(where, d)
+        metrics = C.field(where, d, "metrics", dict)
         for m in METRIC_NAMES:
             if m not in metrics:
                 raise ValueError(f"{where}: metrics has no {m!r}")
-            _number(where, f"metrics.{m}", metrics[m])
+            C.number(where, f"metrics.{m}", metrics[m])
         ci95 = d.get("metrics_ci95") or {}
         if not isinstance(ci95, dict):
             raise ValueError(f"{where}: metrics_ci95 must be an object, got {ci95!r}")
@@ -177,14 +67,14 @@ class EvalRecord:
             if not isinstance(ci, list) or len(ci) != 2:
                 raise ValueError(f"{where}: metrics_ci95.rouge2 must be [low, high], got {ci!r}")
             for i in (0, 1):
-                _number(where, f"metrics_ci95.rouge2[{i}]", ci[i])
+                C.number(where, f"metrics_ci95.rouge2[{i}]", ci[i])
         share = d.get("identical_share")
-        return cls(engine=_name(where, "engine", d.get("engine")),
+        return cls(engine=C.name(where, "engine", d.get("engine")),
                    metrics={k: float(v) for k, v in metrics.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)},
                    metrics_ci95=ci95,
                    identical_share=(None if share is None
-                                    else _number(where, "identical_share", share)),
+                                    else C.number(where, "identical_share", share)),
                    record=ModelRecord.from_dict(f"{where}: record", d.get("record")))
 
 
@@ -196,7 +86,7 @@ def labels(where: str, d: dict, keys: tuple[str, ...], hint: str) -> dict[str, s
         value = d.get(key)
         if not isinstance(value, str) or not value:
             raise ValueError(f"{where}: missing top-level {key!r} ({hint})")
-        out[key] = _name(where, key, value)
+        out[key] = C.name(where, key, value)
     return out
 
 
@@ -234,32 +124,32 @@ class BenchCell:
     peak_memory_of: str | None    # cuda_allocated | rss; null where unknown
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_shape(asdict(self))
+        return C.json_shape(asdict(self))
 
     @classmethod
     def from_dict(cls, where: str, d: Any) -> "BenchCell":
-        d = _mapping(where, d)
+        d = C.mapping(where, d)
         missing = [f.name for f in fields(cls) if f.name not in d]
         if missing:
             raise ValueError(f"{where} has no {missing[0]!r} (a benchmark JSON of an older "
                              f"format? rerun the benchmark)")
-        runs = _field(where, d, "runs_ms", list)
-        steps = _field(where, d, "runs_steps", list)
+        runs = C.field(where, d, "runs_ms", list)
+        steps = C.field(where, d, "runs_steps", list)
         memory_of = d["peak_memory_of"]
         if memory_of is not None and not isinstance(memory_of, str):
             raise ValueError(f"{where}.peak_memory_of must be a string or null")
         return cls(
-            **{k: _name(where, k, d[k]) for k in ("protocol", "mode", "engine", "inputs")},
-            batch_size=_count(where, "batch_size", d["batch_size"]),
-            num_beams=_count(where, "num_beams", d["num_beams"]),
-            **{k: _number(where, k, d[k]) for k in (
+            **{k: C.name(where, k, d[k]) for k in ("protocol", "mode", "engine", "inputs")},
+            batch_size=C.count(where, "batch_size", d["batch_size"]),
+            num_beams=C.count(where, "num_beams", d["num_beams"]),
+            **{k: C.number(where, k, d[k]) for k in (
                 "source_tokens_mean", "mean_ms", "std_ms", "median_ms", "min_ms", "max_ms",
                 "ms_per_step_median", "spread", "load_avg_1m_before", "new_tokens_mean")},
-            runs_ms=tuple(_number(where, f"runs_ms[{i}]", t) for i, t in enumerate(runs)),
-            runs_steps=tuple(_count(where, f"runs_steps[{i}]", n) for i, n in enumerate(steps)),
-            foreign_load=_optional_number(where, "foreign_load", d["foreign_load"]),
-            new_tokens_max=_count(where, "new_tokens_max", d["new_tokens_max"]),
-            peak_memory_mb=_optional_number(where, "peak_memory_mb", d["peak_memory_mb"]),
+            runs_ms=tuple(C.number(where, f"runs_ms[{i}]", t) for i, t in enumerate(runs)),
+            runs_steps=tuple(C.count(where, f"runs_steps[{i}]", n) for i, n in enumerate(steps)),
+            foreign_load=C.optional_number(where, "foreign_load", d["foreign_load"]),
+            new_tokens_max=C.count(where, "new_tokens_max", d["new_tokens_max"]),
+            peak_memory_mb=C.optional_number(where, "peak_memory_mb", d["peak_memory_mb"]),
             peak_memory_of=memory_of)
 
 
@@ -286,11 +176,11 @@ class BenchRecord:
     results: tuple[BenchCell, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_shape(asdict(self))
+        return C.json_shape(asdict(self))
 
     @classmethod
     def from_dict(cls, where: str, d: Any, *, with_dataset: bool = True) -> "BenchRecord":
-        d = _mapping(where, d)
+        d = C.mapping(where, d)
         hint = "the workflow passes --size/--dataset/--variant/--device-label to the benchmark"
         keys = ("device_label", "size", "dataset", "variant") if with_dataset else (
             "device_label", "size", "variant")
@@ -306,135 +196,18 @@ class BenchRecord:
                                  f"format? rerun the benchmark)")
         return cls(
             size=lab["size"], dataset=lab.get("dataset"), variant=lab["variant"],
-            timed_with=tuple(_field(where, d, "timed_with", list)),
+            timed_with=tuple(C.field(where, d, "timed_with", list)),
             device_label=lab["device_label"],
-            device_name=_field(where, d, "device_name", str),
-            model_source=_field(where, d, "model_source", str),
-            inputs=_name(where, "inputs", d.get("inputs")),
-            source_tokens=_count(where, "source_tokens", d["source_tokens"]),
-            dtype=_field(where, d, "dtype", str),
-            torch_threads=_count(where, "torch_threads", d["torch_threads"]),
-            load_avg_1m_end=_number(where, "load_avg_1m_end", d["load_avg_1m_end"]),
-            params=_int(where, d, "params"),
+            device_name=C.field(where, d, "device_name", str),
+            model_source=C.field(where, d, "model_source", str),
+            inputs=C.name(where, "inputs", d.get("inputs")),
+            source_tokens=C.count(where, "source_tokens", d["source_tokens"]),
+            dtype=C.field(where, d, "dtype", str),
+            torch_threads=C.count(where, "torch_threads", d["torch_threads"]),
+            load_avg_1m_end=C.number(where, "load_avg_1m_end", d["load_avg_1m_end"]),
+            params=C.integer(where, d, "params"),
             ct2_export=d.get("ct2_export"),
-            encoder_layers=_int(where, d, "encoder_layers"),
-            decoder_layers=_int(where, d, "decoder_layers"),
+            encoder_layers=C.integer(where, d, "encoder_layers"),
+            decoder_layers=C.integer(where, d, "decoder_layers"),
             results=tuple(BenchCell.from_dict(f"{where}: results[{i}]", r)
                           for i, r in enumerate(results)))
-
-
-def _json_shape(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_shape(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_shape(v) for v in value]
-    return value
-
-
-# ----------------------------------------------------------------------------- checks
-
-def _mapping(where: str, d: Any) -> dict:
-    if not isinstance(d, dict):
-        raise ValueError(f"{where} must be an object, got {type(d).__name__}")
-    return d
-
-
-def _field(where: str, d: dict, name: str, kind: type) -> Any:
-    if name not in d:
-        raise ValueError(f"{where} has no {name!r} (an eval JSON of an older format? rerun "
-                         f"the evaluation)")
-    value = d[name]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ValueError(f"{where}.{name} must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _int(where: str, d: dict, name: str, *, optional: bool = False) -> int | None:
-    if optional and d.get(name) is None:
-        return None
-    value = _field(where, d, name, int)
-    if value < 0:
-        raise ValueError(f"{where}.{name} must be >= 0, got {value}")
-    return value
-
-
-def _fraction(where: str, d: dict, name: str, *, optional: bool = False) -> float | None:
-    if optional and d.get(name) is None:
-        return None
-    value = d.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or not 0 <= value <= 1:
-        raise ValueError(f"{where}.{name} must be a fraction in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _blocks(where: str, d: dict, name: str) -> tuple[int, ...]:
-    value = _field(where, d, name, list)
-    if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in value):
-        raise ValueError(f"{where}.{name} must be a list of block indices, got {value!r}")
-    return tuple(value)
-
-
-def _name(where: str, key: str, value: Any) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise ValueError(f"{where}: {key} must be a name fit for a file name, got {value!r}")
-    return value
-
-
-def _number(where: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: {key} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _optional_number(where: str, key: str, value: Any) -> float | None:
-    return None if value is None else _number(where, key, value)
-
-
-def _count(where: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
-    return value
-
-
-def _phase(where: str, d: Any) -> Phase:
-    d = _mapping(where, d)
-    stage = _field(where, d, "stage", str)
-    if stage not in STAGES:
-        raise ValueError(f"{where}.stage must be one of {STAGES}, got {stage!r}")
-    variant = d.get("variant")
-    if variant is not None and not isinstance(variant, str):
-        raise ValueError(f"{where}.variant must be a string or null, got {variant!r}")
-    return Phase(stage, variant, _int(where, d, "steps"), _int(where, d, "effective_batch"))
-
-
-def _protocol(where: str, d: dict) -> str:
-    value = _field(where, d, "protocol", str)
-    if value not in PROTOCOLS:
-        raise ValueError(f"{where}.protocol must be one of {PROTOCOLS}, got {value!r}")
-    return value
-
-
-def _nash(where: str, d: Any) -> NashFacts:
-    d = _mapping(where, d)
-    missed = d.get("gates_missed_target")
-    if missed is not None and not isinstance(missed, bool):
-        raise ValueError(f"{where}.gates_missed_target must be true, false or null")
-    known = {f.name for f in fields(NashFacts)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}")
-    return NashFacts(
-        variant=_field(where, d, "variant", str),
-        protocol=_protocol(where, d),
-        target_sparsity=_fraction(where, d, "target_sparsity"),
-        reached_sparsity=_fraction(where, d, "reached_sparsity"),
-        gates_expected_sparsity=_fraction(where, d, "gates_expected_sparsity", optional=True),
-        mask_sparsity_before_adjustment=_fraction(where, d, "mask_sparsity_before_adjustment",
-                                                  optional=True),
-        units_removed=_int(where, d, "units_removed", optional=True),
-        units_restored=_int(where, d, "units_restored", optional=True),
-        gates_missed_target=missed,
-        encoder_blocks=_blocks(where, d, "encoder_blocks"),
-        decoder_blocks=_blocks(where, d, "decoder_blocks"),
-        parameters=_int(where, d, "parameters"))

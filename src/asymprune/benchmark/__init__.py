@@ -14,7 +14,8 @@ Cells (each timed for every variant and engine): protocol x mode x batch size.
   natural  EOS allowed, up to max_new_tokens (the paper's setting); the mean generated length is
            recorded, since a variant that stops earlier is faster for that reason alone
   engines  eager (transformers generate, dynamic cache), compiled (static cache and a
-           torch.compile'd decoding step, asymprune.engine; greedy only) and ct2-<compute type>
+           torch.compile'd decoding step, asymprune.compiled_engine; greedy only) and
+           ct2-<compute type>
            (CTranslate2, asymprune.ct2: the model's export, --ct2-model VARIANT=DIR, or with
            --arch an export made here; quantized to the compute type when loaded, with as many
            threads as torch)

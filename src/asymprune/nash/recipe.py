@@ -20,10 +20,10 @@ from accelerate.state import AcceleratorState
 from torch import nn
 from transformers import DataCollatorForSeq2Seq, get_scheduler
 
-from asymprune import records
 from asymprune.artifacts import atomic_dir, write_jsonl
 from asymprune.batching import batch_plan, label_pad_id
 from asymprune.checkpoints import discard_stale, fingerprint
+from asymprune.model_record import ModelRecord, NashFacts, Phase, derive, read_model_record
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.nash import gates
 from asymprune.nash.checkpointing import (CHECKPOINT_PREFIX, Checkpointing, newest_checkpoint,
@@ -95,6 +95,8 @@ class NashRecipe(Checkpointing):
                           "fp16": torch.float16}[s.precision]
         torch.manual_seed(s.seed)   # every process alike: DDP starts them equal anyway
 
+        # the teacher's record, read before training (an older sidecar fails now)
+        self.teacher_record = read_model_record(args.teacher)
         self.tokenizer = load_tokenizer(args.teacher)
         self.teacher = load_model(args.teacher).to(self.device).eval().requires_grad_(False)
         self.dims = EncoderDims.from_config(self.teacher.config)
@@ -343,25 +345,15 @@ class NashRecipe(Checkpointing):
             write_json(tmp / "sidecar.json", self.sidecar(result))
 
     def sidecar(self, result: NashResult) -> dict:
-        """The NASH stage's sidecar (every key as the report reads it)."""
+        """The NASH stage's sidecar; ``record`` is what evaluate and the report read."""
         args, s, spec, pruned = self.args, self.s, self.spec, result.pruned
-        report, factors = pruned.masks.report, pruned.decoder_gate_factors
+        factors = pruned.decoder_gate_factors
         return make_sidecar(
             "nash", self.job.record(),
             samples={"train": len(self.train_data), "validation": len(self.valid_data)},
             wall_time_s=time.time() - self.t0,
             variant=args.variant,
-            # what the report reads (asymprune.records.NashFacts), each fact one name
-            facts=records.NashFacts(
-                variant=args.variant, protocol=spec.protocol,
-                target_sparsity=spec.target_sparsity, reached_sparsity=pruned.reached_sparsity,
-                gates_expected_sparsity=report.get("gates_expected_sparsity"),
-                mask_sparsity_before_adjustment=report.get("mask_sparsity_before_adjustment"),
-                units_removed=report.get("units_removed"),
-                units_restored=report.get("units_restored"),
-                gates_missed_target=report.get("gates_missed_target"),
-                encoder_blocks=tuple(self.enc_blocks), decoder_blocks=tuple(self.dec_blocks),
-                parameters=count_parameters(self.student)).to_dict(),
+            record=self.record(result).to_dict(),
             sparsity_definition="1 - kept / teacher's encoder prunable parameters "
                                 "(heads 4*d_model*d_kv, FFN units (3 if gated else 2)*d_model)",
             masked_vs_pruned_max_abs_diff=pruned.masked_vs_pruned_max_abs_diff,
@@ -395,6 +387,25 @@ class NashRecipe(Checkpointing):
                       if self.l0 else None},
             loss_summary=summarize_history(self.history),
             validation=result.validation)
+
+    def record(self, result: NashResult) -> ModelRecord:
+        """The pruned model's record (what the report reads): the teacher's, this stage's
+        phase, and what it reached (``NashFacts``)."""
+        spec, pruned = self.spec, result.pruned
+        report = pruned.masks.report
+        facts = NashFacts(
+            variant=self.args.variant, protocol=spec.protocol,
+            target_sparsity=spec.target_sparsity, reached_sparsity=pruned.reached_sparsity,
+            gates_expected_sparsity=report.get("gates_expected_sparsity"),
+            mask_sparsity_before_adjustment=report.get("mask_sparsity_before_adjustment"),
+            units_removed=report.get("units_removed"),
+            units_restored=report.get("units_restored"),
+            gates_missed_target=report.get("gates_missed_target"),
+            encoder_blocks=tuple(self.enc_blocks), decoder_blocks=tuple(self.dec_blocks),
+            parameters=count_parameters(self.student))
+        phase = Phase("nash", self.args.variant, self.total, self.s.effective_batch_size)
+        return derive(self.teacher_record, len(self.student.encoder.block),
+                      len(self.student.decoder.block), phase, facts)
 
     def cleanup(self) -> None:
         if self.objective is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from asymprune import records
+from asymprune.model_record import ModelRecord
 from asymprune.provenance import read_json
 from asymprune.report.order import sixths, variant_group, variant_key
 
@@ -73,9 +74,9 @@ def engine_eval_frame(evals: list[Record]) -> pd.DataFrame:
                                               *METRICS, "identical_share"]))
 
 
-def model_record(path: str, obj: dict) -> records.ModelRecord:
+def model_record(path: str, obj: dict) -> ModelRecord:
     """How the model of an eval JSON came to be (its ``record``)."""
-    return records.ModelRecord.from_dict(f"{path}: record", obj.get("record"))
+    return ModelRecord.from_dict(f"{path}: record", obj.get("record"))
 
 
 def bench_frame(benches: list[Record], *, with_dataset: bool = True) -> pd.DataFrame:

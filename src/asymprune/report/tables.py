@@ -33,7 +33,7 @@ from asymprune.variants import TEACHER
 # A speedup divides two cells of the same key (one inputs kind per protocol, see bench_frame).
 SPEED_KEY = ["device", "protocol", "mode", "engine", "size", "dataset", "batch_size"]
 PAPER_PROTOCOL = "paper"  # Campos & Zhai's protocol; "nash" is NASH's (beam 4, batch 32)
-# Engines that give the eager engine's tokens by construction (asymprune.engine's compiled
+# Engines that give the eager engine's tokens by construction (asymprune.compiled_engine's
 # step; tests/test_engine*.py check it): a main evaluation with one of them scores both.
 TOKEN_IDENTICAL = ("eager", "compiled")
 DAGGER = "†"  # the mark of a disturbed cell in Markdown / HTML tables
