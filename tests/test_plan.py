@@ -157,6 +157,40 @@ def test_jobs_that_share_the_cpu_are_billed_at_the_measured_corun_slowdown():
     assert {j.key: j.wall_s for j in plan.estimate(cfg, cal, {})[0]} == alone
 
 
+def test_nash_stage_jobs_are_billed_at_the_measured_nash_step_ratio():
+    cfg = load(REPO / "configs/demo.yaml")
+    cal = fake_calibration({"tiny": (6, 6)})
+    # student e6d3 0.10 s + teacher forward 0.13 / 3 = 0.14333 s; measured twice that
+    cal["sizes"]["tiny"]["nash"] = {"variant": "nash-d3-uniform-l0s30", "blocks": [6, 3],
+                                    "example_s": 2 * (0.10 + 0.13 / 3)}
+    k = plan._costs(cal["sizes"]["tiny"])
+    assert plan.nash_step_ratio(cal["sizes"]["tiny"], k) == pytest.approx(2.0)
+    jobs = {j.key: j for j in plan.estimate(cfg, cal, {})[0]}
+    # every per-example cost of the NASH stage doubles, its start-up does not
+    assert jobs["nash/tiny/news/nash-d3-uniform-l0s30"].wall_s == pytest.approx(
+        5 + 2 * (200 * 8 * (0.10 + 0.13 / 3) + 100 * 0.10 / 3 + 100 * 0.13 / 3))
+    # the fine-tune after it is a plain training job
+    assert jobs["nash_finetune/tiny/news/nash-d3-uniform-l0s30"].wall_s == pytest.approx(
+        jobs["refinetune/tiny/news/e6d3"].wall_s)
+
+
+def test_the_calibration_times_a_nash_step_at_the_stage_batch():
+    pytest.importorskip("torch")
+    import torch
+
+    from asymprune import calibrate
+
+    cfg = load(REPO / "configs/demo.yaml")
+    full = calibrate.architecture(cfg.models["tiny"])
+    out = calibrate.measure_nash(full, "nash-d3-uniform-l0s30", cfg.nash_train,
+                                 cfg.layer_selection, device=torch.device("cpu"), cpu=True)
+    # NASH-3 keeps the 6 encoder blocks and 3 decoder blocks; the demo's NASH stage runs
+    # batches of 8 at 160 + 64 tokens: 8 x 0.66 M parameters x 224 tokens x 8 = 9.4e9 FLOP,
+    # under the 1e11 budget, so nothing is shrunk
+    assert out["blocks"] == [6, 3] and out["timed_shape"] == [8, 160, 64]
+    assert out["example_s"] > 0
+
+
 def test_check_compares_estimates_with_snakemake_benchmark_files(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     for key, s, cpu in [("refinetune/tiny/news/e3d6", 40.0, 30.0),

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
+from asymprune import variants as V
 from asymprune.generation import generate
 
 CPU_FLOP_BUDGET = 1.0e11   # about a second per timed step on one core of this project's VMs
@@ -153,6 +154,71 @@ def measure(kwargs: dict[str, Any], *, batch: int, src: int, tgt: int, eval_batc
     return out
 
 
+def measure_nash(kwargs: dict[str, Any], variant: str, nash_train, layer_selection: str, *,
+                 device: torch.device, cpu: bool) -> dict[str, Any]:
+    """Seconds per example of a NASH-stage step of ``variant`` (CPU seconds on a CPU): the
+    teacher's forward, the gated student's forward and backward, the distillation and
+    Lagrangian terms and three optimisers, at the stage's per-device batch and lengths. Its
+    hooks, gates and losses, and a smaller batch than the fine-tunes', cost more than a plain
+    training step plus a teacher forward: on the demo's tiny model the NASH-stage loop took
+    about 1.4x that sum."""
+    import copy
+
+    from asymprune.nash.job import settings_for, student_blocks
+    from asymprune.nash.masking import DecoderGates, EncoderGates
+    from asymprune.nash.objective import GatedStudent, NashObjective
+    from asymprune.nash.params import EncoderDims
+    from asymprune.surgery import keep_blocks
+
+    s, spec = settings_for(variant, nash_train)
+    torch.manual_seed(0)
+    teacher = T5ForConditionalGeneration(T5Config(**kwargs)).to(device).eval()
+    teacher.requires_grad_(False)
+    n_enc, n_dec = len(teacher.encoder.block), len(teacher.decoder.block)
+    enc, dec = student_blocks(variant, layer_selection, n_enc, n_dec)
+    student = keep_blocks(copy.deepcopy(teacher), enc, dec).train().requires_grad_(True)
+    enc_gates = (EncoderGates(EncoderDims.from_config(teacher.config),
+                              s.head_gate_init_log_alpha, s.ffn_gate_init_droprate,
+                              temperature=s.gate_temperature).to(device)
+                 if spec.encoder_mode == "l0" else None)
+    dec_gates = (DecoderGates(len(dec), student.config.num_heads, student.config.d_ff,
+                              s.head_gate_init_log_alpha, s.ffn_gate_init_droprate,
+                              temperature=s.gate_temperature).to(device)
+                 if s.decoder_gates else None)
+    model = GatedStudent(student, enc_gates, dec_gates)
+    lambdas = torch.nn.Parameter(torch.zeros(2, device=device))
+    gate_params = [p for m in (enc_gates, dec_gates) if m is not None for p in m.parameters()]
+    opts = [torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5),
+            torch.optim.AdamW([lambdas], lr=1e-3, maximize=True)]
+    if gate_params:
+        opts.append(torch.optim.AdamW(gate_params, lr=1e-3))
+    objective = NashObjective(model, student, teacher, list(enumerate(enc)),
+                              list(enumerate(dec)), s, lambdas)
+    params = sum(p.numel() for p in teacher.parameters())
+    # 6 x parameters x tokens for the student's step, 2 x for the teacher's forward
+    b, src, tgt = _shrink(s.per_device_batch_size, s.max_source_length, s.max_target_length,
+                          params, 8, CPU_FLOP_BUDGET if cpu else float("inf"))
+    vocab = kwargs["vocab_size"]
+    ids = torch.randint(2, vocab, (b, src), device=device)
+    labels = torch.randint(2, vocab, (b, tgt), device=device)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+             "decoder_input_ids": teacher._shift_right(labels)}
+
+    def step():
+        terms = objective.terms(batch, spec.target_sparsity)
+        (terms["distill"] + terms.get("reg", 0.0)).backward()
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        _sync(device)
+
+    sec = _timed(step, time.process_time if cpu else time.perf_counter)
+    objective.remove_hooks()
+    return {"variant": variant, "blocks": [len(enc), len(dec)],
+            "example_s": sec / b * (s.max_source_length + s.max_target_length) / (src + tgt),
+            "timed_shape": [b, src, tgt]}
+
+
 def _corun_probe(kwargs: dict[str, Any], shape: dict[str, Any], barrier, results) -> None:
     """One of ``corun_slowdown``'s jobs (a spawned process): one thread, started with the
     others, reports the wall time of its training example."""
@@ -246,6 +312,12 @@ def calibrate(cfg, device: str | None = None) -> dict[str, Any]:
             # the other rules' jobs run `cores` at a time (snakemake --cores N)
             entry["corun_slowdown"] = corun_slowdown(full, shape, cores,
                                                      entry["full"]["train_example_s"])
+        nash = [v for v in cfg.trained_variants(size) if v not in cfg.variants
+                and V.protocol(v) != "released"]
+        if nash:  # a gated variant where there is one: the most work per example
+            gated = [v for v in nash if isinstance(V.parse_nash_stage(v), V.NashVariant)]
+            entry["nash"] = measure_nash(full, (gated or nash)[0], cfg.nash_train,
+                                         cfg.layer_selection, device=dev, cpu=cpu)
         out["sizes"][size] = entry
     out["wall_s"] = time.perf_counter() - t_start
     return out

@@ -93,6 +93,21 @@ def step_at(costs: dict[str, B.BlockCost], enc: int, dec: int, batch: int, eval_
     return s1 + (sb - s1) * (batch - 1) / (eval_batch - 1)
 
 
+def nash_step_ratio(scal: dict, costs: dict[str, B.BlockCost]) -> float:
+    """A NASH-stage example's measured cost (the calibration's ``nash``: one variant, at the
+    stage's batch) over what a training example of the student plus a teacher forward cost at
+    the fine-tune's batch; 1 where the calibration timed none. Every NASH-stage job of the size
+    is billed at this ratio (a gated variant's: equal-budget baselines, without gates, cost a
+    little less)."""
+    if "nash" not in scal:
+        return 1.0
+    e, d = scal["nash"]["blocks"]
+    n_enc, n_dec = scal["blocks"]
+    plain = (costs["train_example_s"].at(e, d)
+             + B.FORWARD_SHARE * costs["train_example_s"].at(n_enc, n_dec))
+    return scal["nash"]["example_s"] / plain
+
+
 def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str, dict]
              ) -> tuple[list[B.Job], list[str]]:
     """Every job of the config with its estimate, keyed by its benchmark file; and notes."""
@@ -133,6 +148,7 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
         corun = max(scal.get("corun_slowdown", 1.0), 1.0) if cal["device"]["kind"] == "cpu" \
             else 1.0
         first_job = len(jobs)
+        nash_cost = nash_step_ratio(scal, k)
         ddp = max(res["gpus_per_job"], 1) if res["gpu"] else 1
         base = {g: start[g]["rss_mb"] for g in start}
 
@@ -172,8 +188,8 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
                 e, dd = depth_blocks(v, n_enc, n_dec, strategy)
                 steps = B.optimizer_steps(min(n["train"], nt.max_train_samples or n["train"]),
                                           nt.effective_batch_size, nt.epochs, nt.max_steps)
-                student = k["train_example_s"].at(e, dd) / ddp
-                teacher = k["train_example_s"].at(n_enc, n_dec) / ddp
+                student = nash_cost * k["train_example_s"].at(e, dd) / ddp
+                teacher = nash_cost * k["train_example_s"].at(n_enc, n_dec) / ddp
                 evals = min(nt.max_eval_samples, n["validation"])
                 wall = (B.train_job_s(start["nash"]["s"], steps, nt.effective_batch_size, student,
                                       evals, teacher_example_s=teacher)
