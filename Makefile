@@ -1,4 +1,4 @@
-# make demo  - offline demo: the whole DAG on a CPU in 7-10 minutes (creates .venv on first use)
+# make demo  - offline demo: the whole DAG on a CPU in 8-10 minutes (creates .venv on first use)
 # make demo-full - the longer demo it was cut from (configs/demo-full.yaml; its bill: plan.py)
 # make test  - the default test suite (< 10 min on 2 cores)
 # make test-all - also the heavy checks: real SLURM cluster, kill-and-resume drills
