@@ -12,15 +12,15 @@ TORCH_SPEC ?= torch==2.13.0
 # requirements.lock: the exact versions CI tested (everything but torch), from `make lock`.
 # Installing with -c takes those versions; pyproject.toml keeps ranges for other installs.
 LOCK ?= requirements.lock
-# uv installs the venv: 27 s on the 2-core CI VM, bytecode compiled, where pip took 60-150 s
-# (`make demo` counts this time). uv reads no pip configuration, so the wheel directories pip is
-# configured with (find-links: CI's torch CPU wheel lies in one) are handed to it; with none, it
-# installs from PyPI as pip would. --compile-bytecode: pip compiles at install and uv does not
-# by default; where the shell sets PYTHONDONTWRITEBYTECODE=1 (this project's machines do), every
-# job then compiled transformers and torch again: 10 s of CPU per import instead of 4 s, and a
-# demo run took 759 s.
+# uv installs the venv: 27-47 s on the 2-core CI VM, bytecode compiled, where pip took 60-150 s
+# (`make demo` counts this time). uv reads no pip configuration: it is handed the wheel
+# directories pip is configured with (global.find-links or PIP_FIND_LINKS; CI's torch CPU wheel
+# lies in one), not pip's index or constraint settings, and otherwise installs from PyPI.
+# --compile-bytecode: pip compiles at install and uv does not by default; where the shell sets
+# PYTHONDONTWRITEBYTECODE=1 (this project's machines do), every job then compiled transformers
+# and torch again: 10 s of CPU per import instead of 4 s, and a demo run took 759 s.
 UV_SPEC ?= uv==0.13.9
-PIP_LINKS := $(sort $(PIP_FIND_LINKS) $(shell python3 -m pip config get global.find-links 2>/dev/null))
+PIP_LINKS = $(sort $(PIP_FIND_LINKS) $(shell python3 -m pip config get global.find-links 2>/dev/null))
 UV_INSTALL = $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) $(foreach d,$(PIP_LINKS),--find-links $(d))
 
 .PHONY: env lock demo demo-full test test-all dryrun lint clean-demo schema

@@ -8,7 +8,7 @@ Steps, each result written as it comes under --out-dir (default reports/bench/gp
               model shape (tiny T5 of configs/demo.yaml, random weights with EOS made likely)
               and on the FLAN-T5-base architecture (random weights, fixed length); per model,
               whether each engine's tokens equal eager's (tokens.json)
-  2. graphs   the compiled engine's CUDA graphs were captured (asymprune.engine checks it
+  2. graphs   the compiled engine's CUDA graphs were captured (asymprune.compiled_engine checks it
               after the first call and raises otherwise; its flag is recorded) (graphs.json)
   3. memory   peak memory that one generate call adds (torch's allocator) for eager and
               compiled, base and large, e6d6, batch 1, source lengths 128 / 512 / 1024
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from asymprune import ct2, engine
+from asymprune import compiled_engine, ct2
 from asymprune.benchmark import inputs as bench_inputs
 from asymprune.benchmark import stage as bench_stage
 from asymprune.benchmark import timing as bench_timing
@@ -124,7 +124,7 @@ def token_check(name: str, model, device: torch.device, n_source: int, new_token
 
 def graphs_check(model, device: torch.device) -> dict:
     """The runner of the last compiled call: its CUDA-graph proof (None on CPU)."""
-    runners = engine._RUNNERS.get(model, {})
+    runners = compiled_engine._RUNNERS.get(model, {})
     return {"device": device.type, "runners": len(runners),
             "cuda_graphs": [r.cuda_graphs for r in runners.values()],
             "all_captured": bool(runners) and all(r.cuda_graphs for r in runners.values())

@@ -38,9 +38,13 @@ def test_help_and_the_gpu_plan():
 @pytest.mark.timeout(300)
 def test_dry_run_on_cpu_writes_its_results(tmp_path):
     gc = _script()
-    assert gc.main(["--dry", "--out-dir", str(tmp_path), "--steps", "tokens", "memory"]) == 0
+    assert gc.main(["--dry", "--out-dir", str(tmp_path), "--steps", "tokens", "graphs",
+                    "memory"]) == 0
     tokens = json.loads((tmp_path / "tokens.json").read_text())
     assert tokens[0]["compiled"]["identical"] and tokens[0]["ct2-float32"]["identical"]
+    # the graphs step finds the compiled runner of its call (no CUDA graphs on a CPU: None)
+    graphs = json.loads((tmp_path / "graphs.json").read_text())
+    assert graphs["runners"] >= 1 and graphs["all_captured"] is None
     memory = json.loads((tmp_path / "memory.json").read_text())
     assert [r["source_tokens"] for r in memory] == [32, 64]
     assert json.loads((tmp_path / "summary.json").read_text())["tokens_ok"] is True

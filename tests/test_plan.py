@@ -81,7 +81,12 @@ def fake_calibration(sizes: dict[str, tuple[int, int]]) -> dict:
     return {"created": "now", "device": {"kind": "cpu", "name": "test CPU", "cores": 2},
             "startup": start,
             "sizes": {s: {"blocks": [e, d], "eval_src": 160, "threads_speedup": 1.5,
-                          "full": arch(e, d), "one_enc": arch(1, d), "one_dec": arch(e, 1)}
+                          "full": arch(e, d), "one_enc": arch(1, d), "one_dec": arch(e, 1),
+                          # no co-run slowdown; a NASH step costs exactly a student step plus
+                          # a teacher forward (ratio 1)
+                          "corun_jobs": 2, "corun_slowdown": 1.0,
+                          "nash": {"variant": "nash", "blocks": [e, d // 2],
+                                   "example_s": 0.01 * (1 + e + d // 2) + 0.01 * (1 + e + d) / 3}}
                       for s, (e, d) in sizes.items()}}
 
 
@@ -151,7 +156,9 @@ def test_jobs_that_share_the_cpu_are_billed_at_the_measured_corun_slowdown():
     assert any("1.25x" in n for n in notes)
     # a measured slowdown below 1 is noise, not a speed-up; a GPU calibration has none
     cal["sizes"]["tiny"]["corun_slowdown"] = 0.9
-    assert {j.key: j.wall_s for j in plan.estimate(cfg, cal, {})[0]} == alone
+    jobs, notes = plan.estimate(cfg, cal, {})
+    assert {j.key: j.wall_s for j in jobs} == alone
+    assert any("0.90x (noise" in n for n in notes)
     cal["sizes"]["tiny"]["corun_slowdown"] = 1.25
     cal["device"]["kind"] = "cuda"
     assert {j.key: j.wall_s for j in plan.estimate(cfg, cal, {})[0]} == alone
@@ -166,9 +173,10 @@ def test_nash_stage_jobs_are_billed_at_the_measured_nash_step_ratio():
     k = plan._costs(cal["sizes"]["tiny"])
     assert plan.nash_step_ratio(cal["sizes"]["tiny"], k) == pytest.approx(2.0)
     jobs = {j.key: j for j in plan.estimate(cfg, cal, {})[0]}
-    # every per-example cost of the NASH stage doubles, its start-up does not
+    # every training example of the NASH stage costs twice as much; its start-up and the
+    # validation's forward passes do not
     assert jobs["nash/tiny/news/nash-d3-uniform-l0s30"].wall_s == pytest.approx(
-        5 + 2 * (200 * 8 * (0.10 + 0.13 / 3) + 100 * 0.10 / 3 + 100 * 0.13 / 3))
+        5 + 2 * 200 * 8 * (0.10 + 0.13 / 3) + 100 * 0.10 / 3 + 100 * 0.13 / 3)
     # the fine-tune after it is a plain training job
     assert jobs["nash_finetune/tiny/news/nash-d3-uniform-l0s30"].wall_s == pytest.approx(
         jobs["refinetune/tiny/news/e6d3"].wall_s)
@@ -189,6 +197,49 @@ def test_the_calibration_times_a_nash_step_at_the_stage_batch():
     # under the 1e11 budget, so nothing is shrunk
     assert out["blocks"] == [6, 3] and out["timed_shape"] == [8, 160, 64]
     assert out["example_s"] > 0
+
+
+def test_a_calibration_without_the_nash_step_or_the_corun_measurement_is_stale():
+    cfg = load(REPO / "configs/demo.yaml")
+    cal = fake_calibration({"tiny": (6, 6)})
+    assert plan.stale(cfg, cal) == []
+    del cal["sizes"]["tiny"]["nash"], cal["sizes"]["tiny"]["corun_jobs"]
+    assert plan.stale(cfg, cal) == ["tiny: no timed NASH-stage step",
+                                    "tiny: no co-run measurement of the 2 CPU cores"]
+    cal["device"] = {"kind": "cuda", "name": "a GPU", "cores": 16}   # GPUs: no co-run
+    assert plan.stale(cfg, cal) == ["tiny: no timed NASH-stage step"]
+    cal["sizes"] = {}
+    assert plan.stale(cfg, cal) == ["no calibration of model tiny"]
+
+
+def test_corun_jobs_one_per_core_within_half_the_free_memory():
+    # 4 GB a job: 32 cores but 100 GB free -> 50 GB / 4 GB = 12 jobs; 2 cores -> 2; no room -> 1
+    assert calibrate_jobs(32, 4000, 100_000) == 12
+    assert calibrate_jobs(2, 400, 20_000) == 2
+    assert calibrate_jobs(8, 4000, 3000) == 1
+
+
+@pytest.mark.timeout(180)
+def test_corun_slowdown_runs_its_jobs_at_once_and_reports_their_median():
+    pytest.importorskip("torch")
+    import torch
+
+    from asymprune import calibrate
+
+    tiny = {"vocab_size": 64, "d_model": 16, "d_ff": 32, "d_kv": 4, "num_heads": 2,
+            "num_layers": 1, "num_decoder_layers": 1, "decoder_start_token_id": 0}
+    shape = dict(batch=2, src=8, tgt=4, eval_batch=2, eval_src=8,
+                 device=torch.device("cpu"), cpu=True)
+    # two spawned jobs report their wall time per example; over an "alone" time of 1e-12 s
+    # the ratio is huge but finite and positive: both reported, the barrier released them
+    ratio = calibrate.corun_slowdown(tiny, shape, 2, 1e-12, timeout_s=150)
+    assert 0 < ratio < float("inf") and ratio > 1e3
+
+
+def calibrate_jobs(cores, job_mb, free_mb):
+    from asymprune import calibrate
+
+    return calibrate.corun_jobs(cores, job_mb, free_mb)
 
 
 def test_check_compares_estimates_with_snakemake_benchmark_files(tmp_path):

@@ -84,6 +84,8 @@ def test_a_bad_field_of_a_model_sidecar_names_the_file_and_the_field(tmp_path):
     (lambda d: d["nash"].update(reached_sparsity=1.5), "reached_sparsity must be a fraction"),
     (lambda d: d["nash"].update(gates_missed_target="no"), "gates_missed_target must be"),
     (lambda d: d["nash"].update(extra=1), r"unknown field\(s\) \['extra'\]"),
+    (lambda d: d.update(steps=3), r"record has unknown field\(s\) \['steps'\]"),
+    (lambda d: d["phases"][0].update(examples=9), r"phases\[0\] has unknown field\(s\)"),
     (lambda d: d["nash"].update(protocol="code"), r"protocol must be one of \('paper', "
                                                   r"'released'\)"),
 ])

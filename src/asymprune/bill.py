@@ -10,16 +10,19 @@ a line in the block counts,
 
 so a depth variant's cost follows from how many blocks it keeps (``BlockCost``). A job's wall
 time is then a start-up time (Python, torch and transformers imports, measured) plus its
-examples or decoding steps times these costs. Stated approximations, each an upper bound where
-it is not exact:
+examples or decoding steps times these costs. Two measured corrections: a NASH-stage
+training example costs the calibration's timed NASH step over a student step plus a teacher
+forward (``plan.nash_step_ratio``: hooks, gates, losses, its smaller batch), and on a CPU the
+jobs of rules that share the cores cost the measured co-run slowdown more. Stated
+approximations, each an upper bound where it is not exact:
   - every training example costs its configured full lengths (``max_source_length`` and
     ``max_target_length``): batches are padded to their longest row, and real documents
     (CNN/DM, XSum) mostly exceed 512 tokens;
   - a forward pass without gradients costs 1/3 of a training step (backward ~ 2x forward);
   - generation runs ``gen_tokens`` decoding steps per batch (the batch runs until its longest
     row ends);
-  - a NASH-stage example costs a student step plus a teacher forward; gates are ignored
-    (heads and FFN units, a few thousand scalars).
+  - every NASH-stage run is billed at the ratio of the one variant timed (a gated one where
+    the config has one: equal-budget baselines, without gates, cost a little less).
 """
 
 from __future__ import annotations

@@ -158,7 +158,8 @@ def measure_nash(kwargs: dict[str, Any], variant: str, nash_train, layer_selecti
                  device: torch.device, cpu: bool) -> dict[str, Any]:
     """Seconds per example of a NASH-stage step of ``variant`` (CPU seconds on a CPU): the
     teacher's forward, the gated student's forward and backward, the distillation and
-    Lagrangian terms and three optimisers, at the stage's per-device batch and lengths. Its
+    Lagrangian terms and its optimisers (the student's, the multipliers', the gates' where it
+    has gates), at the stage's per-device batch and lengths. Its
     hooks, gates and losses, and a smaller batch than the fine-tunes', cost more than a plain
     training step plus a teacher forward: on the demo's tiny model the NASH-stage loop took
     about 1.4x that sum."""
@@ -228,23 +229,41 @@ def _corun_probe(kwargs: dict[str, Any], shape: dict[str, Any], barrier, results
                         generation=False)["train_example_s"])
 
 
+def corun_jobs(cores: int, job_mb: float, available_mb: float) -> int:
+    """How many one-thread training jobs ``corun_slowdown`` starts: one per core, as many as
+    fit in half the free memory (FLAN-T5-base, 4 GB of weights and AdamW state a job, on a
+    32-core node would need 128 GB)."""
+    return max(1, min(cores, int(available_mb / 2 // job_mb)))
+
+
 def corun_slowdown(kwargs: dict[str, Any], shape: dict[str, Any], jobs: int,
-                   alone_example_s: float) -> float:
+                   alone_example_s: float, timeout_s: float = 900) -> float:
     """Wall time of a training example while ``jobs`` one-thread jobs train at once, over the
     CPU time of one alone (``alone_example_s``, the ``full`` measurement): what the jobs of a
     ``snakemake --cores N`` run that share the CPU see, from shared caches and memory bandwidth
-    and, on a VM, from SMT siblings and the host's steal. On the 2-core VM of this project's
-    demo, re-fine-tunes ran 1.1x (a quiet hour) to 1.3x (a busy one) their CPU time."""
+    and, on a VM, from SMT siblings and the host's steal. (On the 2-core VM of this project's
+    demo the re-fine-tunes' wall time was 1.1x their CPU time in a quiet hour, 1.3x in a busy
+    one; calibrations measured 1.0-1.26x.)"""
     import multiprocessing as mp
+    import queue
 
     ctx = mp.get_context("spawn")  # a fork of this process would share its torch threads
-    barrier, results = ctx.Barrier(jobs), ctx.Queue()
+    # a job that dies before the barrier breaks it for the others instead of leaving them
+    # waiting; daemons end with this process whatever happens
+    barrier, results = ctx.Barrier(jobs, timeout=timeout_s), ctx.Queue()
     shape = {k: v for k, v in shape.items() if k not in ("device", "cpu")}
-    procs = [ctx.Process(target=_corun_probe, args=(kwargs, shape, barrier, results))
-             for _ in range(jobs)]
+    procs = [ctx.Process(target=_corun_probe, args=(kwargs, shape, barrier, results),
+                         daemon=True) for _ in range(jobs)]
     for proc in procs:
         proc.start()
-    walls = [results.get(timeout=900) for _ in procs]
+    try:
+        walls = [results.get(timeout=timeout_s) for _ in procs]
+    except queue.Empty:
+        codes = [proc.exitcode for proc in procs]
+        for proc in procs:
+            proc.terminate()
+        raise RuntimeError(f"co-run calibration: {jobs} training jobs did not all report within "
+                           f"{timeout_s:.0f} s (exit codes {codes}; None: still running)")
     for proc in procs:
         proc.join()
     return sorted(walls)[len(walls) // 2] / alone_example_s
@@ -310,8 +329,15 @@ def calibrate(cfg, device: str | None = None) -> dict[str, Any]:
             entry["threads_speedup"] = one / many
             torch.set_num_threads(1)
             # the other rules' jobs run `cores` at a time (snakemake --cores N)
-            entry["corun_slowdown"] = corun_slowdown(full, shape, cores,
-                                                     entry["full"]["train_example_s"])
+            b, src, tgt = entry["full"]["timed_train_shape"]
+            job_mb = (out["startup"]["train"]["rss_mb"] + sp * 16 / 2**20
+                      + entry["full"]["act_mb_per_example"] * b * (src + tgt)
+                      / (ft.max_source_length + ft.max_target_length))
+            free_mb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+            entry["corun_jobs"] = corun_jobs(cores, job_mb, free_mb)
+            if entry["corun_jobs"] > 1:
+                entry["corun_slowdown"] = corun_slowdown(full, shape, entry["corun_jobs"],
+                                                         entry["full"]["train_example_s"])
         nash = [v for v in cfg.trained_variants(size) if v not in cfg.variants
                 and V.protocol(v) != "released"]
         if nash:  # a gated variant where there is one: the most work per example

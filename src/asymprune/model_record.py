@@ -91,6 +91,7 @@ class ModelRecord:
     def from_dict(cls, where: str, d: Any) -> "ModelRecord":
         """Checked: a wrong or missing field is a ValueError naming ``where`` and the field."""
         d = C.mapping(where, d)
+        _known(where, d, cls)
         phases = C.field(where, d, "phases", list)
         nash = d.get("nash")
         return cls(
@@ -131,8 +132,16 @@ def read_model_record(model: str | Path) -> ModelRecord | None:
     return sidecar_record(str(path), json.loads(path.read_text()))
 
 
+def _known(where: str, d: dict, cls: type) -> None:
+    """A field the record does not have is an error (a typo, or a newer format)."""
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {unknown}")
+
+
 def _phase(where: str, d: Any) -> Phase:
     d = C.mapping(where, d)
+    _known(where, d, Phase)
     stage = C.field(where, d, "stage", str)
     if stage not in STAGES:
         raise ValueError(f"{where}.stage must be one of {STAGES}, got {stage!r}")
@@ -155,10 +164,7 @@ def _nash(where: str, d: Any) -> NashFacts:
     missed = d.get("gates_missed_target")
     if missed is not None and not isinstance(missed, bool):
         raise ValueError(f"{where}.gates_missed_target must be true, false or null")
-    known = {f.name for f in fields(NashFacts)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}")
+    _known(where, d, NashFacts)
     return NashFacts(
         variant=C.field(where, d, "variant", str),
         protocol=_protocol(where, d),

@@ -108,6 +108,26 @@ def nash_step_ratio(scal: dict, costs: dict[str, B.BlockCost]) -> float:
     return scal["nash"]["example_s"] / plain
 
 
+def stale(cfg: workflow_config.Resolved, cal: dict) -> list[str]:
+    """Why a cached calibration cannot bill ``cfg``: a size it has not timed, a NASH-stage
+    step it did not time (a file from before it did), or a multi-core CPU calibration without
+    the co-run measurement. Empty: it can."""
+    problems = []
+    for size in cfg.models:
+        scal = cal["sizes"].get(size)
+        if scal is None:
+            problems.append(f"no calibration of model {size}")
+            continue
+        if "nash" not in scal and any(v not in cfg.variants and V.protocol(v) != "released"
+                                      for v in cfg.trained_variants(size)):
+            problems.append(f"{size}: no timed NASH-stage step")
+        if (cal["device"]["kind"] == "cpu" and cal["device"]["cores"] > 1
+                and "corun_jobs" not in scal):
+            problems.append(f"{size}: no co-run measurement of the {cal['device']['cores']} "
+                            f"CPU cores")
+    return problems
+
+
 def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str, dict]
              ) -> tuple[list[B.Job], list[str]]:
     """Every job of the config with its estimate, keyed by its benchmark file; and notes."""
@@ -188,12 +208,16 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
                 e, dd = depth_blocks(v, n_enc, n_dec, strategy)
                 steps = B.optimizer_steps(min(n["train"], nt.max_train_samples or n["train"]),
                                           nt.effective_batch_size, nt.epochs, nt.max_steps)
-                student = nash_cost * k["train_example_s"].at(e, dd) / ddp
-                teacher = nash_cost * k["train_example_s"].at(n_enc, n_dec) / ddp
+                student = k["train_example_s"].at(e, dd) / ddp
+                teacher = k["train_example_s"].at(n_enc, n_dec) / ddp
+                # the measured ratio is of a paper-protocol training step: the released
+                # protocol's steps (other settings) and the validation's forward passes
+                # (no backward, no gates' sampling) are billed without it
+                ratio = 1.0 if released else nash_cost
                 evals = min(nt.max_eval_samples, n["validation"])
-                wall = (B.train_job_s(start["nash"]["s"], steps, nt.effective_batch_size, student,
-                                      evals, teacher_example_s=teacher)
-                        + evals * B.FORWARD_SHARE * teacher)
+                wall = (B.train_job_s(start["nash"]["s"], steps, nt.effective_batch_size,
+                                      ratio * student, 0, teacher_example_s=ratio * teacher)
+                        + evals * B.FORWARD_SHARE * (student + teacher))
                 mem = (B.train_mem_mb(base["nash"], int(k["params"].at(e, dd)),
                                       k["act_mb_per_example"].at(e, dd), nt.per_device_batch_size)
                        + k["params"].at(n_enc, n_dec) * 4 / 2**20)
@@ -249,10 +273,17 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
                                   one_gpu, f"benchmark/{size}/{d}"))
         if corun > 1.0:
             notes.append(f"{size}: jobs that share the CPU billed at {corun:.2f}x their time "
-                         f"alone (measured with {cal['device']['cores']} training at once)")
+                         f"alone (measured with {scal['corun_jobs']} training at once)")
             jobs[first_job:] = [j if j.rule in B.SERIAL_RULES else
                                 dataclasses.replace(j, wall_s=j.wall_s * corun)
                                 for j in jobs[first_job:]]
+        elif scal.get("corun_slowdown", 1.0) < 1.0 and cal["device"]["kind"] == "cpu":
+            notes.append(f"{size}: measured co-run slowdown {scal['corun_slowdown']:.2f}x (noise: "
+                         f"jobs that share the CPU are billed at their time alone)")
+        if "nash" in scal and any(v not in cfg.variants and V.protocol(v) == "released"
+                                  for v in cfg.trained_variants(size)):
+            notes.append(f"{size}: released-protocol NASH runs billed without the measured "
+                         f"NASH-step ratio {nash_cost:.2f}x (timed with the paper settings)")
     for arch in (cfg.benchmark.arch_only if bench.enabled else []):
         notes.append(f"benchmark_arch {arch}: not billed (FLAN-T5 with random weights, "
                      f"16 variants x the benchmark's cells; comparable to one benchmark job "
@@ -374,10 +405,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     cal = json.loads(cal_path.read_text())
-    missing = [s for s in cfg.models if s not in cal["sizes"]]
-    if missing:
-        print(f"{cal_path} has no calibration of models {missing}: run with --calibrate",
-              file=sys.stderr)
+    problems = stale(cfg, cal)
+    if problems:
+        print(f"{cal_path} cannot bill this config ({'; '.join(problems)}): run with "
+              f"--calibrate", file=sys.stderr)
         return 2
     jobs, notes = estimate(cfg, cal, parse_sizes(args.dataset_size))
     rules = B.bill(jobs)
