@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 # requirements.lock: the exact versions CI tested (everything but torch), from `make lock`.
 # Installing with -c takes those versions; pyproject.toml keeps ranges for other installs.
 LOCK ?= requirements.lock
-# uv installs the venv: 27-47 s on the 2-core CI VM, bytecode compiled, where pip took 60-150 s
+# uv installs the venv: 27-64 s on the 2-core CI VM, bytecode compiled, where pip took 60-150 s
 # (`make demo` counts this time). uv reads no pip configuration: it is handed the wheel
 # directories pip is configured with (global.find-links or PIP_FIND_LINKS; CI's torch CPU wheel
 # lies in one), not pip's index or constraint settings, and otherwise installs from PyPI.
