@@ -29,10 +29,10 @@ from asymprune import records, rouge
 from asymprune.artifacts import read_jsonl, write_jsonl
 from asymprune.engine import generate_with
 from asymprune import settings, settings_io
-from asymprune.model_record import ModelRecord, sidecar_record
+from asymprune.model_record import ModelRecord, read_sidecar
 from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
                                 resolve_device)
-from asymprune.provenance import make_sidecar, read_json, write_json
+from asymprune.provenance import make_sidecar, write_json
 
 COLUMNS = ("id", "source", "target")
 
@@ -163,13 +163,11 @@ def read_record(model: str, encoder_layers: int, decoder_layers: int
     """The model folder's sidecar (None: a hub id or a folder without one) and the record the
     stage that saved the model wrote in it, checked against the depth loaded. Without a
     sidecar the model is a teacher whose training is not counted."""
-    path = Path(model) / "sidecar.json"
-    if not path.is_file():
+    sidecar, record = read_sidecar(model)
+    if record is None:
         return None, ModelRecord(encoder_layers, decoder_layers, (), None)
-    sidecar = read_json(path)
-    record = sidecar_record(str(path), sidecar)
     if (record.encoder_layers, record.decoder_layers) != (encoder_layers, decoder_layers):
-        raise ValueError(f"{path}: record says {record.encoder_layers} encoder and "
+        raise ValueError(f"{Path(model) / 'sidecar.json'}: record says {record.encoder_layers} encoder and "
                          f"{record.decoder_layers} decoder layers, the model in {model} has "
                          f"{encoder_layers} and {decoder_layers}")
     return sidecar, record

@@ -50,9 +50,9 @@ from asymprune.batching import batch_plan, encode_pairs, label_pad_id
 from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
                                    trainer_checkpoint_problems, whole_run_mean)
 from asymprune.generation import fresh_cache
-from asymprune.model_record import Phase, derive, sidecar_record
+from asymprune.model_record import Phase, derive, read_sidecar
 from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
-from asymprune.provenance import make_sidecar, read_json, write_json
+from asymprune.provenance import make_sidecar, write_json
 
 log = logging.getLogger("asymprune.finetune")
 
@@ -267,12 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     per_device, accum = batch_plan(t.effective_batch_size, t.per_device_batch_size,
                                    args.batch_divisor, world_size, args.config_key)
-    parent, parent_record = None, None
-    parent_sidecar = Path(args.model) / "sidecar.json" if args.model else None
-    if parent_sidecar is not None and parent_sidecar.is_file():
-        # read before training: a parent sidecar of an older format fails now, not at the end
-        parent = read_json(parent_sidecar)
-        parent_record = sidecar_record(str(parent_sidecar), parent)
+    # read before training: a parent sidecar of an older format fails now, not at the end
+    parent, parent_record = read_sidecar(args.model) if args.model else (None, None)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     model = build_model(args, t, tokenizer)
     train_ds = tokenized(args.train_file, tokenizer, t, t.max_train_samples)

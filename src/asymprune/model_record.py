@@ -123,13 +123,19 @@ def sidecar_record(where: str, sidecar: dict) -> ModelRecord:
     return ModelRecord.from_dict(f"{where}: record", sidecar["record"])
 
 
-def read_model_record(model: str | Path) -> ModelRecord | None:
-    """The record in ``<model>/sidecar.json``; None where there is none (a hub id or a folder
-    without a sidecar)."""
+def read_sidecar(model: str | Path) -> tuple[dict | None, ModelRecord | None]:
+    """``<model>/sidecar.json`` (kept as provenance by the stages that build on the model) and
+    the record in it; (None, None) where there is none (a hub id or a folder without one)."""
     path = Path(model) / "sidecar.json"
     if not path.is_file():
-        return None
-    return sidecar_record(str(path), json.loads(path.read_text()))
+        return None, None
+    sidecar = json.loads(path.read_text())
+    return sidecar, sidecar_record(str(path), sidecar)
+
+
+def read_model_record(model: str | Path) -> ModelRecord | None:
+    """The record in ``<model>/sidecar.json``; None where there is none."""
+    return read_sidecar(model)[1]
 
 
 def _known(where: str, d: dict, cls: type) -> None:
