@@ -37,7 +37,6 @@ from asymprune.benchmark import inputs as bench_inputs
 from asymprune.benchmark import stage as bench_stage
 from asymprune.benchmark import timing as bench_timing
 from asymprune.engine import generate_with
-from asymprune.flan_t5 import flan_t5_config
 
 DEMO_SHAPE = dict(d_model=128, d_ff=256, d_kv=32, num_heads=4, num_layers=6,
                   num_decoder_layers=6, feed_forward_proj="gated-gelu", dropout_rate=0.0,

@@ -30,8 +30,7 @@ from asymprune.artifacts import read_jsonl, write_jsonl
 from asymprune.engine import generate_with
 from asymprune import settings, settings_io
 from asymprune.model_record import ModelRecord, read_sidecar
-from asymprune.modeling import (DTYPES, count_parameters, load_model, load_tokenizer,
-                                resolve_device)
+from asymprune.modeling import count_parameters, load_model, load_tokenizer, resolve_device
 from asymprune.provenance import make_sidecar, write_json
 
 COLUMNS = ("id", "source", "target")

@@ -26,7 +26,6 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml
