@@ -338,8 +338,7 @@ def calibrate(cfg, device: str | None = None) -> dict[str, Any]:
             if entry["corun_jobs"] > 1:
                 entry["corun_slowdown"] = corun_slowdown(full, shape, entry["corun_jobs"],
                                                          entry["full"]["train_example_s"])
-        nash = [v for v in cfg.trained_variants(size) if v not in cfg.variants
-                and V.protocol(v) != "released"]
+        nash = [v for v in cfg.nash_stage_variants(size) if V.protocol(v) != "released"]
         if nash:  # a gated variant where there is one: the most work per example
             gated = [v for v in nash if isinstance(V.parse_nash_stage(v), V.NashVariant)]
             entry["nash"] = measure_nash(full, (gated or nash)[0], cfg.nash_train,

@@ -117,8 +117,8 @@ def stale(cfg: workflow_config.Resolved, cal: dict) -> list[str]:
         if scal is None:
             problems.append(f"no calibration of model {size}")
             continue
-        if "nash" not in scal and any(v not in cfg.variants and V.protocol(v) != "released"
-                                      for v in cfg.trained_variants(size)):
+        if "nash" not in scal and any(V.protocol(v) != "released"
+                                      for v in cfg.nash_stage_variants(size)):
             problems.append(f"{size}: no timed NASH-stage step")
         if (cal["device"]["kind"] == "cpu" and cal["device"]["cores"] > 1
                 and "corun_jobs" not in scal):
@@ -198,12 +198,9 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
                     f"prune_layers/{size}/{d}/{v}"))
                 jobs.append(train("refinetune", f"refinetune/{size}/{d}/{v}", cfg.refinetune, e,
                                   dd, n))
-            for v in cfg.trained_variants(size):
-                if v in cfg.variants:
-                    continue
+            for v in cfg.nash_stage_variants(size):
                 released = V.protocol(v) == "released"
-                nt = cfg.nash_train_released if released else cfg.nash_train
-                nft = cfg.nash_finetune_released if released else cfg.nash_finetune
+                nt, nft = cfg.nash_stage_settings(v)[1], cfg.nash_finetune_settings(v)[1]
                 e, dd = depth_blocks(v, n_enc, n_dec, strategy)
                 steps = B.optimizer_steps(min(n["train"], nt.max_train_samples or n["train"]),
                                           nt.effective_batch_size, nt.epochs, nt.max_steps)
@@ -279,8 +276,8 @@ def estimate(cfg: workflow_config.Resolved, cal: dict, sizes_override: dict[str,
         elif scal.get("corun_slowdown", 1.0) < 1.0 and cal["device"]["kind"] == "cpu":
             notes.append(f"{size}: measured co-run slowdown {scal['corun_slowdown']:.2f}x (noise: "
                          f"jobs that share the CPU are billed at their time alone)")
-        if "nash" in scal and any(v not in cfg.variants and V.protocol(v) == "released"
-                                  for v in cfg.trained_variants(size)):
+        if "nash" in scal and any(V.protocol(v) == "released"
+                                  for v in cfg.nash_stage_variants(size)):
             notes.append(f"{size}: released-protocol NASH runs billed without the measured "
                          f"NASH-step ratio {nash_cost:.2f}x (timed with the paper settings)")
     for arch in (cfg.benchmark.arch_only if bench.enabled else []):

@@ -207,13 +207,18 @@ class Resolved:
 
     def trained_variants(self, size: str | None = None) -> list[str]:
         """Depth variants, NASH variants and equal-budget baselines: those trained for ``size``,
-        or (None) those trained for every size. A -rel variant (NASH's released protocol) runs
-        only on ``nash.released.sizes`` when that is set. The workflow's rules and the planner
-        both ask here, so the jobs billed are the jobs run."""
+        or (None) those trained for every size. The workflow's rules and the planner both ask
+        here, so the jobs billed are the jobs run."""
+        return self.variants + self.nash_stage_variants(size)
+
+    def nash_stage_variants(self, size: str | None = None) -> list[str]:
+        """The variants that go through the NASH stage (NASH variants, equal-budget baselines)
+        for ``size``, as :meth:`trained_variants`. A -rel variant (NASH's released protocol)
+        runs only on ``nash.released.sizes`` when that is set."""
         sizes = self.released_sizes
         nash = [v for v in self.nash_variants
                 if V.protocol(v) == "paper" or sizes is None or (size is not None and size in sizes)]
-        return self.variants + nash + self.baseline_variants
+        return nash + self.baseline_variants
 
 
 def load(cfg: dict, schema_path: str | Path) -> Resolved:
