@@ -35,8 +35,6 @@ MODEL_NAMES = list(CFG.models)
 DATASETS = list(CFG.datasets)
 TEACHER = variants.TEACHER
 VARIANTS = CFG.variants
-NASH_VARIANTS = CFG.nash_variants
-BASELINE_VARIANTS = CFG.baseline_variants
 BENCH_DEVICE = CFG.benchmark.device
 BENCH_GPU = 1 if BENCH_DEVICE == "cuda" else 0
 BENCH_CT2 = any(e.startswith("ct2-") for e in CFG.benchmark.engines)
