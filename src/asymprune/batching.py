@@ -1,9 +1,21 @@
-"""What the training stages (finetune, NASH) share: batch arithmetic, the tokenizing of
-(source, target) pairs. Pure Python, no torch."""
+"""What the training stages (finetune, NASH) share: batch arithmetic and its run flags, the
+tokenizing of (source, target) pairs. Pure Python, no torch."""
 
 from __future__ import annotations
 
+import argparse
+
 from asymprune.settings_io import key_name
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training stages' (finetune, NASH) "run" flags: the OOM-retry divisor that
+    :func:`batch_plan` applies, and the device."""
+    r = parser.add_argument_group("run")
+    r.add_argument("--batch-divisor", type=int, default=1,
+                   help="divide the per-device batch by this and multiply accumulation by it "
+                        "(OOM retries); the effective batch is unchanged")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
 def batch_plan(effective: int, per_device: int, divisor: int, world_size: int,

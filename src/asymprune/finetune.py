@@ -46,7 +46,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from asymprune import rouge, settings, settings_io
 from asymprune.artifacts import atomic_dir
-from asymprune.batching import batch_plan, encode_pairs, label_pad_id
+from asymprune.batching import add_run_arguments, batch_plan, encode_pairs, label_pad_id
 from asymprune.checkpoints import (discard_stale, fingerprint, publish, resumable, staging_dir,
                                    trainer_checkpoint_problems, whole_run_mean)
 from asymprune.generation import fresh_cache
@@ -199,11 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = p.add_argument_group("data")
     d.add_argument("--train-file", required=True, type=Path, help="train.jsonl (id, source, target)")
     d.add_argument("--validation-file", type=Path, help="validation.jsonl for a final eval loss")
-    r = p.add_argument_group("run")
-    r.add_argument("--batch-divisor", type=int, default=1,
-                   help="divide the per-device batch by this and multiply accumulation by it "
-                        "(OOM retries); the effective batch is unchanged")
-    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_run_arguments(p)
     o = p.add_argument_group("outputs")
     o.add_argument("--output", required=True, type=Path, help="final model folder")
     o.add_argument("--checkpoint-dir", required=True, type=Path,

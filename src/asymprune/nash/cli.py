@@ -70,6 +70,7 @@ import os
 from pathlib import Path
 
 from asymprune import settings, settings_io, variants
+from asymprune.batching import add_run_arguments
 from asymprune.layers import SIXTHS_STRATEGIES
 from asymprune.nash.job import NashJob, settings_for
 from asymprune.nash.recipe import run
@@ -93,11 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--train-file", required=True, type=Path, help="train.jsonl (id, source, target)")
     d.add_argument("--validation-file", required=True, type=Path,
                    help="validation.jsonl: the pruned model's CE / KL are reported on it")
-    r = p.add_argument_group("run")
-    r.add_argument("--batch-divisor", type=int, default=1,
-                   help="divide the per-device batch by this and multiply accumulation by it "
-                        "(OOM retries); the effective batch is unchanged")
-    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_run_arguments(p)
     o = p.add_argument_group("outputs")
     o.add_argument("--output", required=True, type=Path,
                    help="physically pruned model folder (model, tokenizer, sidecar.json)")
