@@ -166,7 +166,7 @@ def measure_nash(kwargs: dict[str, Any], variant: str, nash_train, layer_selecti
     import copy
 
     from asymprune.nash.job import settings_for, student_blocks
-    from asymprune.nash.masking import DecoderGates, EncoderGates
+    from asymprune.nash.masking import make_gates
     from asymprune.nash.objective import GatedStudent, NashObjective
     from asymprune.nash.params import EncoderDims
     from asymprune.surgery import keep_blocks
@@ -178,14 +178,9 @@ def measure_nash(kwargs: dict[str, Any], variant: str, nash_train, layer_selecti
     n_enc, n_dec = len(teacher.encoder.block), len(teacher.decoder.block)
     enc, dec = student_blocks(variant, layer_selection, n_enc, n_dec)
     student = keep_blocks(copy.deepcopy(teacher), enc, dec).train().requires_grad_(True)
-    enc_gates = (EncoderGates(EncoderDims.from_config(teacher.config),
-                              s.head_gate_init_log_alpha, s.ffn_gate_init_droprate,
-                              temperature=s.gate_temperature).to(device)
-                 if spec.encoder_mode == "l0" else None)
-    dec_gates = (DecoderGates(len(dec), student.config.num_heads, student.config.d_ff,
-                              s.head_gate_init_log_alpha, s.ffn_gate_init_droprate,
-                              temperature=s.gate_temperature).to(device)
-                 if s.decoder_gates else None)
+    enc_gates, dec_gates = make_gates(s, spec.encoder_mode == "l0",
+                                      EncoderDims.from_config(teacher.config), student.config,
+                                      device)
     model = GatedStudent(student, enc_gates, dec_gates)
     lambdas = torch.nn.Parameter(torch.zeros(2, device=device))
     gate_params = [p for m in (enc_gates, dec_gates) if m is not None for p in m.parameters()]

@@ -168,6 +168,22 @@ class DecoderGates(nn.Module):
         return tuple(gates.soft_mask_value(la.float(), self.temperature) for la in self._all())
 
 
+def make_gates(s, encoder_l0: bool, dims: EncoderDims, student_config, device
+               ) -> tuple[EncoderGates | None, DecoderGates | None]:
+    """The NASH stage's gates for settings ``s`` (``settings.NashTrain``): the encoder's where
+    it is L0-pruned (``encoder_l0``), the kept decoder blocks' with ``s.decoder_gates``; None
+    where there are none. The stage and its calibration (``asymprune.calibrate``) build them
+    here, so both train the same gates."""
+    enc = (EncoderGates(dims, s.head_gate_init_log_alpha, s.ffn_gate_init_droprate,
+                        temperature=s.gate_temperature).to(device)
+           if encoder_l0 else None)
+    dec = (DecoderGates(student_config.num_decoder_layers, student_config.num_heads,
+                        student_config.d_ff, s.head_gate_init_log_alpha,
+                        s.ffn_gate_init_droprate, temperature=s.gate_temperature).to(device)
+           if s.decoder_gates else None)
+    return enc, dec
+
+
 def _scale_input(z_of, layer: int, repeat: int):
     """A forward pre-hook multiplying a projection's input by unit masks ``z_of()[layer]``,
     each repeated over ``repeat`` features (a head's d_kv; 1 for FFN units)."""

@@ -32,7 +32,7 @@ from asymprune.nash.data import ExampleStream, micro_batch_positions, tokenized,
 from asymprune.nash.finalise import (NashResult, Pruned, evaluate, final_masks, prune,
                                      reached_sparsity, summarize_history)
 from asymprune.nash.job import NashJob, student_blocks
-from asymprune.nash.masking import DecoderGates, EncoderGates
+from asymprune.nash.masking import make_gates
 from asymprune.nash.objective import GatedStudent, NashObjective, freeze_embeddings
 from asymprune.nash.params import EncoderDims
 from asymprune.nash.prune import encoder_widths
@@ -126,16 +126,8 @@ class NashRecipe(Checkpointing):
         self.warmup = round(s.sparsity_warmup_fraction * self.total)
 
         self.l0 = spec.encoder_mode == "l0"
-        self.gate_module = (EncoderGates(self.dims, s.head_gate_init_log_alpha,
-                                         s.ffn_gate_init_droprate,
-                                         temperature=s.gate_temperature).to(self.device)
-                            if self.l0 else None)
-        dec = self.student.config
-        self.dec_gate_module = (DecoderGates(len(self.dec_blocks), dec.num_heads, dec.d_ff,
-                                             s.head_gate_init_log_alpha,
-                                             s.ffn_gate_init_droprate,
-                                             temperature=s.gate_temperature).to(self.device)
-                                if s.decoder_gates else None)
+        self.gate_module, self.dec_gate_module = make_gates(s, self.l0, self.dims,
+                                                            self.student.config, self.device)
         self.model = GatedStudent(self.student, self.gate_module, self.dec_gate_module)
         gate_params = [p for m in (self.gate_module, self.dec_gate_module) if m is not None
                        for p in m.parameters()]
